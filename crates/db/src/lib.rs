@@ -13,6 +13,9 @@ pub mod groups;
 pub mod profiles;
 pub mod tenants;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -208,3 +208,70 @@ where
         })
     }
 }
+
+/// A scope a handler requires, as a type: `Authorized<scope::DevicesRead>`.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+/// One type per scope, for [`Authorized`].
+pub mod scope {
+    use super::{RequiredScope, Scope};
+
+    macro_rules! scopes {
+        ($($name:ident),* $(,)?) => {$(
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+            impl RequiredScope for $name {
+                const SCOPE: Scope = Scope::$name;
+            }
+        )*};
+    }
+
+    scopes!(
+        TenantRead,
+        TenantWrite,
+        ClientsWrite,
+        DevicesRead,
+        DevicesWrite,
+        DevicesExport,
+        ImportsRead,
+        ImportsWrite,
+        ProfilesRead,
+        ProfilesWrite,
+        GroupsRead,
+        GroupsWrite,
+        DeploymentsRead,
+        AuditRead,
+    );
+}
+
+/// A tenant caller holding scope `S`, checked before the request body is read: an extractor
+/// whose type states what the handler needs. Derefs to the [`TenantCaller`].
+#[derive(Debug, Clone)]
+pub struct Authorized<S>(TenantCaller, std::marker::PhantomData<S>);
+
+impl<S> std::ops::Deref for Authorized<S> {
+    type Target = TenantCaller;
+
+    fn deref(&self) -> &TenantCaller {
+        &self.0
+    }
+}
+
+impl<S, St> FromRequestParts<St> for Authorized<S>
+where
+    S: RequiredScope + Send + Sync,
+    AppState: FromRef<St>,
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Authorized(
+            caller.tenant(S::SCOPE)?,
+            std::marker::PhantomData,
+        ))
+    }
+}

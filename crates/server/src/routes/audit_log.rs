@@ -3,7 +3,7 @@
 use axum::extract::State;
 use unbox_domain::api::{AuditEntry, Page};
 
-use crate::auth::{Caller, Scope};
+use crate::auth::{Authorized, scope};
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use crate::pagination::{PageParams, page};
@@ -14,10 +14,9 @@ use crate::state::AppState;
     params(PageParams), responses((status = 200, body = Page<AuditEntry>)))]
 pub async fn list_audit_log(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::AuditRead>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
-    let caller = caller.tenant(Scope::AuditRead)?;
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
     let rows =

@@ -8,7 +8,7 @@ use unbox_domain::api::{Client, ClientCreate, ClientCreated, FieldError, Page};
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, Scope, secrets};
+use crate::auth::{Authorized, Scope, scope, secrets};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::pagination::{PageParams, page};
@@ -29,10 +29,9 @@ fn to_api(row: ClientRow) -> Client {
     responses((status = 201, body = ClientCreated), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn create_client(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ClientsWrite>,
     Json(body): Json<ClientCreate>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ClientsWrite)?;
     let mut errors = Vec::new();
     if body.display_name.trim().is_empty() || body.display_name.chars().count() > 200 {
         errors.push(FieldError::new(
@@ -98,10 +97,9 @@ pub async fn create_client(
     responses((status = 200, body = Page<Client>)))]
 pub async fn list_clients(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ClientsWrite>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<Client>>> {
-    let caller = caller.tenant(Scope::ClientsWrite)?;
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
     let rows =
@@ -115,10 +113,9 @@ pub async fn list_clients(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn delete_client(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ClientsWrite>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::ClientsWrite)?;
     let mut tx = state.pool.begin().await?;
     let row = unbox_db::clients::delete(&mut tx, caller.tenant_id, id)
         .await?

@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, Scope, TenantCaller};
+use crate::auth::{Authorized, TenantCaller, scope};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query, check_if_match, etag};
 use crate::pagination::{PageParams, page};
@@ -161,10 +161,9 @@ fn check_upn(errors: &mut Vec<FieldError>, value: Option<&str>) {
         (status = 422, description = "`InvalidZtdHardwareHash` and other invalid input", body = unbox_domain::api::Problem)))]
 pub async fn create_device(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesWrite>,
     Json(body): Json<DeviceCreate>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::DevicesWrite)?;
     let presented =
         presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
     let mut errors = Vec::new();
@@ -368,10 +367,9 @@ pub async fn list_page(
     responses((status = 200, body = Page<Device>), (status = 400, body = unbox_domain::api::Problem)))]
 pub async fn list_devices(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesRead>,
     Query(params): Query<DeviceListParams>,
 ) -> ApiResult<Json<Page<Device>>> {
-    let caller = caller.tenant(Scope::DevicesRead)?;
     let filter = params.filter()?;
     let mut conn = state.pool.acquire().await?;
     Ok(Json(
@@ -391,10 +389,9 @@ async fn load(conn: &mut sqlx::PgConnection, tenant_id: Uuid, id: Uuid) -> ApiRe
     responses((status = 200, body = Device), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn get_device(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::DevicesRead)?;
     let mut conn = state.pool.acquire().await?;
     let row = load(&mut conn, caller.tenant_id, id).await?;
     let revision = row.revision;
@@ -410,12 +407,11 @@ pub async fn get_device(
               (status = 412, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn patch_device(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(patch): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::DevicesWrite)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "InvalidBody",
@@ -539,11 +535,10 @@ pub async fn patch_device(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem), (status = 412, body = unbox_domain::api::Problem)))]
 pub async fn delete_device(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::DevicesWrite)?;
     let mut tx = state.pool.begin().await?;
     let revision = unbox_db::devices::lock(&mut tx, caller.tenant_id, id)
         .await?
@@ -572,10 +567,9 @@ pub async fn delete_device(
     responses((status = 200, body = Resolution), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn explain_assignment(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Resolution>> {
-    let caller = caller.tenant(Scope::DevicesRead)?;
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, caller.tenant_id, id).await?;
     Ok(Json(

@@ -12,7 +12,7 @@ use unbox_domain::profile::merge_patch;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, Scope};
+use crate::auth::{Authorized, scope};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query, check_if_match, etag};
 use crate::pagination::{PageParams, page};
@@ -100,10 +100,9 @@ async fn load(conn: &mut sqlx::PgConnection, tenant_id: Uuid, id: Uuid) -> ApiRe
     responses((status = 201, body = Group), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn create_group(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsWrite>,
     Json(body): Json<GroupCreate>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::GroupsWrite)?;
     let fields = GroupFields {
         display_name: body.display_name.trim().to_owned(),
         description: body.description.filter(|d| !d.is_empty()),
@@ -140,10 +139,9 @@ pub async fn create_group(
     params(PageParams), responses((status = 200, body = Page<Group>)))]
 pub async fn list_groups(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsRead>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<Group>>> {
-    let caller = caller.tenant(Scope::GroupsRead)?;
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
     let rows =
@@ -157,10 +155,9 @@ pub async fn list_groups(
     responses((status = 200, body = Group), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn get_group(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::GroupsRead)?;
     let mut conn = state.pool.acquire().await?;
     let row = load(&mut conn, caller.tenant_id, id).await?;
     Ok(([(header::ETAG, etag(row.revision))], Json(to_api(row))))
@@ -174,12 +171,11 @@ pub async fn get_group(
               (status = 412, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn patch_group(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(patch): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::GroupsWrite)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "InvalidBody",
@@ -237,11 +233,10 @@ pub async fn patch_group(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn delete_group(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::GroupsWrite)?;
     let mut tx = state.pool.begin().await?;
     let revision = unbox_db::groups::lock(&mut tx, caller.tenant_id, id)
         .await?
@@ -269,11 +264,10 @@ pub async fn delete_group(
     responses((status = 200, body = Page<GroupMember>), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn list_members(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsRead>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<GroupMember>>> {
-    let caller = caller.tenant(Scope::GroupsRead)?;
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, caller.tenant_id, id).await?;
@@ -319,11 +313,10 @@ async fn static_group(
               (status = 404, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn add_members(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsWrite>,
     Path(id): Path<Uuid>,
     Json(body): Json<MembersAdd>,
 ) -> ApiResult<Json<MembersAdd>> {
-    let caller = caller.tenant(Scope::GroupsWrite)?;
     if body.device_ids.is_empty() || body.device_ids.len() > MAX_MEMBERS_PER_REQUEST {
         return Err(ApiError::invalid_field(
             "deviceIds",
@@ -370,10 +363,9 @@ pub async fn add_members(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn remove_member(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::GroupsWrite>,
     Path((id, device_id)): Path<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::GroupsWrite)?;
     let mut tx = state.pool.begin().await?;
     static_group(&mut tx, caller.tenant_id, id).await?;
     if !unbox_db::groups::remove_member(&mut tx, caller.tenant_id, id, device_id).await? {

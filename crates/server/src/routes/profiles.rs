@@ -12,7 +12,7 @@ use unbox_domain::profile_document::{TenantFacts, render_offline};
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, Scope};
+use crate::auth::{Authorized, scope};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query, check_if_match, etag};
 use crate::pagination::PageParams;
@@ -62,10 +62,9 @@ pub async fn load(
     responses((status = 201, body = Profile), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn create_profile(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesWrite>,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ProfilesWrite)?;
     let settings = validated(parse_settings(body)?)?;
     let json = serde_json::to_value(&settings).map_err(ApiError::internal)?;
     let mut tx = state.pool.begin().await?;
@@ -113,10 +112,9 @@ pub async fn create_profile(
     params(PageParams), responses((status = 200, body = Page<Profile>)))]
 pub async fn list_profiles(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesRead>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<Profile>>> {
-    let caller = caller.tenant(Scope::ProfilesRead)?;
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
     let mut rows =
@@ -136,10 +134,9 @@ pub async fn list_profiles(
     responses((status = 200, body = Profile), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn get_profile(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ProfilesRead)?;
     let mut conn = state.pool.acquire().await?;
     let row = load(&mut conn, caller.tenant_id, id).await?;
     Ok(([(header::ETAG, etag(row.revision))], Json(to_api(&row)?)))
@@ -154,12 +151,11 @@ pub async fn get_profile(
               (status = 412, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn patch_profile(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(patch): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ProfilesWrite)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "InvalidBody",
@@ -201,11 +197,10 @@ pub async fn patch_profile(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn delete_profile(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesWrite>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::ProfilesWrite)?;
     let mut tx = state.pool.begin().await?;
     let revision = unbox_db::profiles::lock(&mut tx, caller.tenant_id, id)
         .await?
@@ -246,10 +241,9 @@ fn assignment_to_api(row: unbox_db::assignments::AssignmentRow) -> ApiResult<Ass
     responses((status = 200, body = Page<Assignment>), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn list_assignments(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Page<Assignment>>> {
-    let caller = caller.tenant(Scope::ProfilesRead)?;
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, caller.tenant_id, id).await?;
     let rows = unbox_db::assignments::list_for_profile(&mut conn, caller.tenant_id, id).await?;
@@ -271,11 +265,10 @@ pub async fn list_assignments(
               (status = 409, body = unbox_domain::api::Problem), (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn create_assignment(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesWrite>,
     Path(id): Path<Uuid>,
     Json(body): Json<AssignmentCreate>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ProfilesWrite)?;
     if body.target == AssignmentTarget::AllDevices && body.mode == AssignmentMode::Exclude {
         return Err(ApiError::unprocessable(
             "ExcludeAllDevicesNotAllowed",
@@ -350,10 +343,9 @@ pub async fn create_assignment(
     responses((status = 204), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn delete_assignment(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesWrite>,
     Path((id, assignment_id)): Path<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.tenant(Scope::ProfilesWrite)?;
     let mut tx = state.pool.begin().await?;
     let row = unbox_db::assignments::delete(&mut tx, caller.tenant_id, id, assignment_id)
         .await?
@@ -379,11 +371,10 @@ pub async fn delete_assignment(
     responses((status = 200, body = Page<Device>), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn profile_devices(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::DevicesRead>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<Device>>> {
-    let caller = caller.tenant(Scope::DevicesRead)?;
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, caller.tenant_id, id).await?;
     let filter = unbox_db::devices::ListFilter {
@@ -403,10 +394,9 @@ pub async fn profile_devices(
               (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn offline_configuration(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::ProfilesRead>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::ProfilesRead)?;
     let mut conn = state.pool.acquire().await?;
     let row = load(&mut conn, caller.tenant_id, id).await?;
     let tenant = unbox_db::tenants::get(&mut conn, caller.tenant_id)

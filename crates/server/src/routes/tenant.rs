@@ -8,7 +8,7 @@ use unbox_domain::api::{Branding, Tenant, TenantPatch};
 use unbox_domain::profile::merge_patch;
 
 use crate::audit;
-use crate::auth::{Caller, Scope};
+use crate::auth::{Authorized, scope};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, check_if_match, etag};
 use crate::state::AppState;
@@ -94,9 +94,8 @@ pub fn validate(
               (status = 403, body = unbox_domain::api::Problem)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::TenantRead>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::TenantRead)?;
     let mut conn = state.pool.acquire().await?;
     let row = unbox_db::tenants::get(&mut conn, caller.tenant_id)
         .await?
@@ -111,11 +110,10 @@ pub async fn get_tenant(
               (status = 422, body = unbox_domain::api::Problem)))]
 pub async fn patch_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<scope::TenantWrite>,
     headers: HeaderMap,
     Json(patch): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = caller.tenant(Scope::TenantWrite)?;
     let mut tx = state.pool.begin().await?;
     if !unbox_db::tenants::lock(&mut tx, caller.tenant_id).await? {
         return Err(ApiError::not_found("tenant"));
