@@ -68,12 +68,14 @@ impl TestApp {
         Self::spawn_with(Settings::default()).await
     }
 
-    pub async fn spawn_with(settings: Settings) -> TestApp {
+    /// Spawns with these settings; `data_dir` is replaced by a temp dir of the test's own.
+    pub async fn spawn_with(mut settings: Settings) -> TestApp {
         let options = unbox_db::testing::fresh_database().await;
         let pool = unbox_db::connect(options, &unbox_db::PoolSettings::default())
             .await
             .expect("connecting");
         let data_dir = tempfile::tempdir().expect("temp dir");
+        settings.data_dir = data_dir.path().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding");

@@ -88,7 +88,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     if let Err(error) = tokens.prefetch_external_keys().await {
         tracing::warn!(error = %error, "the external issuer's keys could not be loaded yet; will retry on use");
     }
-    let state = startup::app_state(database.pool.clone(), tokens, &cli.serve);
+    let state = startup::app_state(database.pool.clone(), tokens, &cli.global, &cli.serve);
     tracing::info!(address = %bound, "serving");
     let served = startup::serve(listener, state, startup::shutdown_signal()).await;
     database.close().await;
