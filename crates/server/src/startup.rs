@@ -125,13 +125,19 @@ pub fn public_url(serve: &ServeOptions, bound: std::net::SocketAddr) -> String {
         .to_owned()
 }
 
-pub fn app_state(pool: PgPool, tokens: TokenService, serve: &ServeOptions) -> AppState {
+pub fn app_state(
+    pool: PgPool,
+    tokens: TokenService,
+    global: &GlobalOptions,
+    serve: &ServeOptions,
+) -> AppState {
     AppState {
         pool,
         tokens,
         metrics: crate::telemetry::metrics_handle(),
         settings: Arc::new(Settings {
             max_json_body: serve.max_json_body,
+            data_dir: global.data_dir.clone(),
         }),
     }
 }

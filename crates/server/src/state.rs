@@ -20,12 +20,15 @@ pub struct AppState {
 pub struct Settings {
     /// Largest JSON body accepted, in bytes.
     pub max_json_body: usize,
+    /// The data directory: uploads are spooled under it.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             max_json_body: 1024 * 1024,
+            data_dir: std::path::PathBuf::from("./data"),
         }
     }
 }
