@@ -13,6 +13,7 @@ async fn totals(app: &TestApp) -> i64 {
 async fn malformed_requests_are_problems_and_change_nothing() {
     let app = TestApp::spawn_with(Settings {
         max_json_body: 64 * 1024,
+        ..Settings::default()
     })
     .await;
     let tenant = app.bootstrap("Contoso", "contoso.com").await;
