@@ -116,10 +116,9 @@ impl TestApp {
                 .get(format!("{}/readyz", self.base))
                 .send()
                 .await
+                && r.status() == StatusCode::OK
             {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -139,14 +139,13 @@ impl ProfileSettings {
                 format!("is longer than {MAX_DISPLAY_NAME_CHARS} characters"),
             );
         }
-        if let Some(description) = &self.description {
-            if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        if let Some(description) = &self.description
+            && description.chars().count() > MAX_DESCRIPTION_CHARS {
                 fail(
                     "description",
                     format!("is longer than {MAX_DESCRIPTION_CHARS} characters"),
                 );
             }
-        }
         if !is_valid_locale(&self.locale) {
             fail(
                 "locale",
@@ -182,28 +181,26 @@ impl ProfileSettings {
                         format!("`{}` is not a DNS domain name", join.domain_name),
                     );
                 }
-                if let Some(ou) = &join.organizational_unit {
-                    if !ou.trim().is_empty() && !looks_like_distinguished_name(ou) {
+                if let Some(ou) = &join.organizational_unit
+                    && !ou.trim().is_empty() && !looks_like_distinguished_name(ou) {
                         fail(
                             "domainJoin.organizationalUnit",
                             "must be a distinguished name such as `OU=Laptops,DC=contoso,DC=com`"
                                 .into(),
                         );
                     }
-                }
-                if let Some(prefix) = &join.computer_name_prefix {
-                    if prefix.is_empty()
+                if let Some(prefix) = &join.computer_name_prefix
+                    && (prefix.is_empty()
                         || prefix.chars().count() > 15
                         || !prefix
                             .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-'))
                     {
                         fail(
                             "domainJoin.computerNamePrefix",
                             "must be 1 to 15 letters, digits or hyphens".into(),
                         );
                     }
-                }
             }
             (None, JoinType::Entra) => {}
         }
@@ -232,14 +229,13 @@ impl ProfileSettings {
                 ),
             );
         }
-        if let Some(message) = &esp.custom_error_message {
-            if message.chars().count() > MAX_ESP_MESSAGE_CHARS {
+        if let Some(message) = &esp.custom_error_message
+            && message.chars().count() > MAX_ESP_MESSAGE_CHARS {
                 fail(
                     "enrollmentStatusPage.customErrorMessage",
                     format!("is longer than {MAX_ESP_MESSAGE_CHARS} characters"),
                 );
             }
-        }
         errors
     }
 

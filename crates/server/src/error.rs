@@ -9,7 +9,10 @@ use unbox_domain::api::{FieldError, Problem};
 use crate::telemetry::current_request_id;
 
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     status: StatusCode,
     code: String,
     title: String,
@@ -23,7 +26,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Parts {
             status,
             code: code.to_owned(),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -32,38 +35,38 @@ impl ApiError {
             extensions: serde_json::Map::new(),
             headers: Vec::new(),
             internal: None,
-        }
+        }))
     }
 
     /// Replaces the stable code (for a more specific one than the constructor's).
     pub fn with_code(mut self, code: &str) -> Self {
-        code.clone_into(&mut self.code);
+        code.clone_into(&mut self.0.code);
         self
     }
 
     pub fn title(mut self, title: &str) -> Self {
-        title.clone_into(&mut self.title);
+        title.clone_into(&mut self.0.title);
         self
     }
 
     pub fn with(mut self, name: &str, value: impl serde::Serialize) -> Self {
         if let Ok(value) = serde_json::to_value(value) {
-            self.extensions.insert(name.to_owned(), value);
+            self.0.extensions.insert(name.to_owned(), value);
         }
         self
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn code(&self) -> &str {
-        &self.code
+        &self.0.code
     }
 
     /// 404 for an unknown id — and for another tenant's, which must look the same.
@@ -87,7 +90,7 @@ impl ApiError {
             .collect::<Vec<_>>()
             .join("; ");
         let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationFailed", detail);
-        error.errors = errors;
+        error.0.errors = errors;
         error
     }
 
@@ -142,7 +145,7 @@ impl ApiError {
             "InternalError",
             "the server failed to handle the request; quote the requestId when reporting it",
         );
-        error.internal = Some(cause.into());
+        error.0.internal = Some(cause.into());
         error
     }
 }
@@ -153,7 +156,7 @@ impl From<sqlx::Error> for ApiError {
             // Overload or a database outage: tell the client to retry, not that we broke.
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 let mut e = Self::unavailable("the database is unavailable; retry shortly");
-                e.internal = Some(error.into());
+                e.0.internal = Some(error.into());
                 e
             }
             other => Self::internal(other),
@@ -170,38 +173,38 @@ impl From<tokio::task::JoinError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();
-        if self.status.is_server_error() {
-            match &self.internal {
+        if self.0.status.is_server_error() {
+            match &self.0.internal {
                 Some(cause) => tracing::error!(
                     request_id = request_id.as_deref().unwrap_or("-"),
-                    code = %self.code,
+                    code = %self.0.code,
                     error = format!("{cause:#}"),
                     "request failed"
                 ),
                 None => tracing::warn!(
                     request_id = request_id.as_deref().unwrap_or("-"),
-                    code = %self.code,
+                    code = %self.0.code,
                     "request failed"
                 ),
             }
         }
         let problem = Problem {
-            type_uri: format!("urn:unbox:problem:{}", self.code),
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: self.detail,
-            code: self.code,
-            request_id: if self.status.is_server_error() {
+            type_uri: format!("urn:unbox:problem:{}", self.0.code),
+            title: self.0.title,
+            status: self.0.status.as_u16(),
+            detail: self.0.detail,
+            code: self.0.code,
+            request_id: if self.0.status.is_server_error() {
                 request_id
             } else {
                 None
             },
-            errors: self.errors,
-            extensions: self.extensions,
+            errors: self.0.errors,
+            extensions: self.0.extensions,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (
-            self.status,
+            self.0.status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/problem+json"),
@@ -209,7 +212,7 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        for (name, value) in self.headers {
+        for (name, value) in self.0.headers {
             response.headers_mut().append(name, value);
         }
         response

@@ -72,10 +72,10 @@ impl Database {
     /// Closes the pool, then stops the embedded cluster if this process is responsible for it.
     pub async fn close(self) {
         self.pool.close().await;
-        if let Some(cluster) = self.cluster {
-            if let Err(error) = cluster.stop().await {
-                tracing::error!(error = %error, "stopping the embedded PostgreSQL cluster");
-            }
+        if let Some(cluster) = self.cluster
+            && let Err(error) = cluster.stop().await
+        {
+            tracing::error!(error = %error, "stopping the embedded PostgreSQL cluster");
         }
     }
 }

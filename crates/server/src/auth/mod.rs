@@ -189,14 +189,14 @@ where
             ));
         }
         // A deleted client's tokens stop working at once, not when they expire.
-        if issuer == Issuer::Unbox {
-            if let (Some(tenant_id), Ok(client_id)) = (claims.tid, claims.sub.parse::<Uuid>()) {
-                let mut conn = state.pool.acquire().await?;
-                if !unbox_db::clients::exists(&mut conn, tenant_id, client_id).await? {
-                    return Err(ApiError::unauthorized(
-                        "the client of this token was deleted",
-                    ));
-                }
+        if issuer == Issuer::Unbox
+            && let (Some(tenant_id), Ok(client_id)) = (claims.tid, claims.sub.parse::<Uuid>())
+        {
+            let mut conn = state.pool.acquire().await?;
+            if !unbox_db::clients::exists(&mut conn, tenant_id, client_id).await? {
+                return Err(ApiError::unauthorized(
+                    "the client of this token was deleted",
+                ));
             }
         }
         Ok(Caller {

@@ -162,9 +162,12 @@ pub struct ExternalIssuerConfig {
     pub jwks: JwksSource,
 }
 
+/// Keys by `kid`, and when they were last fetched.
+type KeyCache = (HashMap<String, (DecodingKey, Algorithm)>, Option<Instant>);
+
 struct ExternalIssuer {
     config: ExternalIssuerConfig,
-    keys: RwLock<(HashMap<String, (DecodingKey, Algorithm)>, Option<Instant>)>,
+    keys: RwLock<KeyCache>,
     http: reqwest::Client,
 }
 
@@ -219,10 +222,8 @@ impl ExternalIssuer {
             .await
             .1
             .is_none_or(|at| at.elapsed() > JWKS_REFRESH_INTERVAL);
-        if stale {
-            if let Err(error) = self.refresh().await {
-                tracing::warn!(error = %error, "could not fetch the external issuer's JWKS");
-            }
+        if stale && let Err(error) = self.refresh().await {
+            tracing::warn!(error = %error, "could not fetch the external issuer's JWKS");
         }
         self.keys.read().await.0.get(kid).cloned()
     }

@@ -92,10 +92,10 @@ async fn device_name_for(
     if let Some(name) = &device.display_name {
         return Ok(Some(name.clone()));
     }
-    if device.assigned_name_profile_id == Some(profile_id) {
-        if let Some(name) = &device.assigned_name {
-            return Ok(Some(name.clone()));
-        }
+    if device.assigned_name_profile_id == Some(profile_id)
+        && let Some(name) = &device.assigned_name
+    {
+        return Ok(Some(name.clone()));
     }
     let Some(template) = &settings.device_name_template else {
         return Ok(None);

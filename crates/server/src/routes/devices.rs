@@ -138,17 +138,16 @@ fn check_computer_name(errors: &mut Vec<FieldError>, value: Option<&str>) {
 
 fn check_upn(errors: &mut Vec<FieldError>, value: Option<&str>) {
     check_text(errors, "userPrincipalName", value, MAX_TAG_CHARS);
-    if let Some(upn) = value {
-        if !upn.is_empty()
-            && !upn
-                .split_once('@')
-                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
-        {
-            errors.push(FieldError::new(
-                "userPrincipalName",
-                "must look like user@domain.tld",
-            ));
-        }
+    if let Some(upn) = value
+        && !upn.is_empty()
+        && !upn
+            .split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+    {
+        errors.push(FieldError::new(
+            "userPrincipalName",
+            "must look like user@domain.tld",
+        ));
     }
 }
 
@@ -182,10 +181,10 @@ pub async fn create_device(
     check_text(&mut errors, "productKey", body.product_key.as_deref(), 64);
     check_upn(&mut errors, body.user_principal_name.as_deref());
     check_computer_name(&mut errors, body.display_name.as_deref());
-    if let Some(key) = &body.device_public_key {
-        if let Err(message) = validate_device_public_key(key) {
-            errors.push(FieldError::new("devicePublicKey", message));
-        }
+    if let Some(key) = &body.device_public_key
+        && let Err(message) = validate_device_public_key(key)
+    {
+        errors.push(FieldError::new("devicePublicKey", message));
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));

@@ -57,13 +57,13 @@ pub fn validate(
             format!("`{domain}` is not a DNS domain name"),
         ));
     }
-    if let Some(url) = &branding.logo_url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
-            errors.push(FieldError::new(
-                "branding.logoUrl",
-                "must be an http(s) URL of at most 2,048 characters",
-            ));
-        }
+    if let Some(url) = &branding.logo_url
+        && (!(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048)
+    {
+        errors.push(FieldError::new(
+            "branding.logoUrl",
+            "must be an http(s) URL of at most 2,048 characters",
+        ));
     }
     if branding
         .display_name
