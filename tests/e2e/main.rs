@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod devices;
+mod external_issuer;
 mod isolation;
 mod openapi;
 mod ops;

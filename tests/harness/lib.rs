@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use unbox_domain::hardware_hash::{HashSpec, build};
-use unbox_server::auth::tokens::{LocalKey, TokenService};
+use unbox_server::auth::tokens::{ExternalIssuerConfig, LocalKey, TokenService};
 use unbox_server::state::{AppState, Settings};
 
 /// A running server and what tests need to talk to it and to look into its database.
@@ -69,7 +69,16 @@ impl TestApp {
     }
 
     /// Spawns with these settings; `data_dir` is replaced by a temp dir of the test's own.
-    pub async fn spawn_with(mut settings: Settings) -> TestApp {
+    pub async fn spawn_with(settings: Settings) -> TestApp {
+        Self::spawn_full(settings, None).await
+    }
+
+    /// Spawns accepting the tokens of an external issuer too.
+    pub async fn spawn_with_external(external: ExternalIssuerConfig) -> TestApp {
+        Self::spawn_full(Settings::default(), Some(external)).await
+    }
+
+    async fn spawn_full(mut settings: Settings, external: Option<ExternalIssuerConfig>) -> TestApp {
         let options = unbox_db::testing::fresh_database().await;
         let pool = unbox_db::connect(options, &unbox_db::PoolSettings::default())
             .await
@@ -83,7 +92,7 @@ impl TestApp {
         let base = format!("http://{address}");
         let key =
             LocalKey::load_or_generate(&data_dir.path().join("signing-key.pem")).expect("key");
-        let tokens = TokenService::new(base.clone(), Duration::from_secs(3600), key, None);
+        let tokens = TokenService::new(base.clone(), Duration::from_secs(3600), key, external);
         let state = AppState {
             pool: pool.clone(),
             tokens: tokens.clone(),
