@@ -53,9 +53,36 @@ async fn health_readiness_metrics_and_request_ids() {
 }
 
 #[tokio::test]
-async fn readiness_fails_when_the_database_is_gone() {
+async fn readiness_fails_while_the_database_is_gone_and_recovers() {
     let app = TestApp::spawn().await;
-    app.pool.close().await;
+    let database = app.options.get_database().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect_with(app.options.clone().database("postgres"))
+        .await
+        .unwrap();
+    // Nobody may connect, and every open connection is cut: the database is gone.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&database).execute(&admin).await.unwrap();
     let ready = app.call(reqwest::Method::GET, "/readyz", None, None).await;
     ready.assert_problem(503, "ServiceUnavailable");
+    assert_eq!(
+        app.call(reqwest::Method::GET, "/healthz", None, None)
+            .await
+            .status,
+        200,
+        "alive all the same"
+    );
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    app.wait_ready().await;
 }

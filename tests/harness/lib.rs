@@ -15,6 +15,11 @@ use unbox_server::state::{AppState, Settings};
 
 /// A running server and what tests need to talk to it and to look into its database.
 pub struct TestApp {
+    pub options: sqlx::postgres::PgConnectOptions,
+    /// This instance's rule cache, to observe its notification connection.
+    pub rules: std::sync::Arc<unbox_server::cache::RuleCache>,
+    /// The device protocol's cache, batch and limits.
+    pub device: std::sync::Arc<unbox_server::device::DeviceRuntime>,
     pub address: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
@@ -78,9 +83,25 @@ impl TestApp {
         Self::spawn_full(Settings::default(), Some(external)).await
     }
 
-    async fn spawn_full(mut settings: Settings, external: Option<ExternalIssuerConfig>) -> TestApp {
+    async fn spawn_full(settings: Settings, external: Option<ExternalIssuerConfig>) -> TestApp {
         let options = unbox_db::testing::fresh_database().await;
-        let pool = unbox_db::connect(options, &unbox_db::PoolSettings::default())
+        Self::spawn_on(options, settings, external, None).await
+    }
+
+    /// A second instance on this one's database, sharing its signing key (as instances behind
+    /// one load balancer do).
+    pub async fn spawn_beside(&self) -> TestApp {
+        let key = LocalKey::load(&self._data_dir.path().join("signing-key.pem")).expect("key");
+        Self::spawn_on(self.options.clone(), Settings::default(), None, Some(key)).await
+    }
+
+    async fn spawn_on(
+        options: sqlx::postgres::PgConnectOptions,
+        mut settings: Settings,
+        external: Option<ExternalIssuerConfig>,
+        key: Option<LocalKey>,
+    ) -> TestApp {
+        let pool = unbox_db::connect(options.clone(), &unbox_db::PoolSettings::default())
             .await
             .expect("connecting");
         let data_dir = tempfile::tempdir().expect("temp dir");
@@ -90,13 +111,21 @@ impl TestApp {
             .expect("binding");
         let address = listener.local_addr().expect("address");
         let base = format!("http://{address}");
-        let key =
-            LocalKey::load_or_generate(&data_dir.path().join("signing-key.pem")).expect("key");
+        let key = match key {
+            Some(key) => key,
+            None => {
+                LocalKey::load_or_generate(&data_dir.path().join("signing-key.pem")).expect("key")
+            }
+        };
         let tokens = TokenService::new(base.clone(), Duration::from_secs(3600), key, external);
+        let rules: std::sync::Arc<unbox_server::cache::RuleCache> = std::sync::Arc::default();
+        let device = unbox_server::device::DeviceRuntime::new(settings.device.clone());
         let state = AppState {
             pool: pool.clone(),
             tokens: tokens.clone(),
             metrics: unbox_server::telemetry::metrics_handle(),
+            rules: rules.clone(),
+            device: device.clone(),
             settings: std::sync::Arc::new(settings),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -104,6 +133,9 @@ impl TestApp {
             let _ = rx.await;
         }));
         let app = TestApp {
+            options,
+            rules,
+            device,
             address,
             base,
             client: reqwest::Client::new(),
@@ -308,4 +340,48 @@ pub fn hash(serial: &str, tpm: bool, capture: u32) -> String {
         spec.tpm_ek_modulus = Some(serial.bytes().cycle().take(256).collect());
     }
     build(&spec).expect("building a hash")
+}
+
+/// Bulk registration: raw bodies (CSV files in any encoding) and the data directory.
+impl TestApp {
+    /// The server's data directory (uploads are spooled under `imports/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
+    /// Sends raw bytes with a content type (None: no Content-Type header).
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
 }

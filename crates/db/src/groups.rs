@@ -17,6 +17,9 @@ pub struct GroupRow {
     pub updated_at: DateTime<Utc>,
     pub revision: i64,
     pub member_count: i64,
+    pub rule_revision: i64,
+    pub membership_revision: i64,
+    pub membership_as_of: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,10 +40,13 @@ pub async fn insert(
     sqlx::query_as!(
         GroupRow,
         r#"INSERT INTO groups (tenant_id, id, display_name, description, membership_type,
-                membership_rule, processing_state)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+                membership_rule, processing_state, membership_revision, membership_as_of)
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   CASE WHEN $5 = 'static' THEN 1 ELSE 0 END,
+                   CASE WHEN $5 = 'static' THEN now() END)
            RETURNING tenant_id, id, display_name, description, membership_type, membership_rule,
-                processing_state, created_at, updated_at, revision, 0::bigint AS "member_count!""#,
+                processing_state, created_at, updated_at, revision, 0::bigint AS "member_count!",
+                rule_revision, membership_revision, membership_as_of"#,
         tenant_id,
         id,
         fields.display_name,
@@ -62,8 +68,11 @@ pub async fn get(
         GroupRow,
         r#"SELECT g.tenant_id, g.id, g.display_name, g.description, g.membership_type,
                 g.membership_rule, g.processing_state, g.created_at, g.updated_at, g.revision,
-                (SELECT count(*) FROM group_members m
-                 WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id) AS "member_count!"
+                (CASE WHEN g.membership_type = 'static'
+                      THEN (SELECT count(*) FROM group_members m
+                            WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id)
+                      ELSE g.member_count END) AS "member_count!",
+                g.rule_revision, g.membership_revision, g.membership_as_of
            FROM groups g WHERE g.tenant_id = $1 AND g.id = $2"#,
         tenant_id,
         id
@@ -82,8 +91,11 @@ pub async fn list(
         GroupRow,
         r#"SELECT g.tenant_id, g.id, g.display_name, g.description, g.membership_type,
                 g.membership_rule, g.processing_state, g.created_at, g.updated_at, g.revision,
-                (SELECT count(*) FROM group_members m
-                 WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id) AS "member_count!"
+                (CASE WHEN g.membership_type = 'static'
+                      THEN (SELECT count(*) FROM group_members m
+                            WHERE m.tenant_id = g.tenant_id AND m.group_id = g.id)
+                      ELSE g.member_count END) AS "member_count!",
+                g.rule_revision, g.membership_revision, g.membership_as_of
            FROM groups g
            WHERE g.tenant_id = $1 AND ($2::uuid IS NULL OR g.id > $2)
            ORDER BY g.id LIMIT $3"#,
@@ -103,14 +115,29 @@ pub async fn update(
 ) -> Result<GroupRow, sqlx::Error> {
     sqlx::query_as!(
         GroupRow,
-        r#"UPDATE groups SET display_name = $3, description = $4, membership_type = $5,
+        r#"WITH changed AS (
+               SELECT (membership_type = 'dynamic'
+                       AND (membership_rule IS DISTINCT FROM $6
+                            OR (processing_state = 'paused' AND $7 = 'on'))) AS reevaluate
+               FROM groups WHERE tenant_id = $1 AND id = $2
+           )
+           UPDATE groups g SET display_name = $3, description = $4, membership_type = $5,
                 membership_rule = $6, processing_state = $7, updated_at = now(),
-                revision = revision + 1
-           WHERE tenant_id = $1 AND id = $2
-           RETURNING tenant_id, id, display_name, description, membership_type, membership_rule,
-                processing_state, created_at, updated_at, revision,
-                (SELECT count(*) FROM group_members m
-                 WHERE m.tenant_id = $1 AND m.group_id = $2) AS "member_count!""#,
+                revision = revision + 1,
+                -- A new rule (or a rule resumed) needs its membership computed again.
+                rule_revision = rule_revision + CASE WHEN changed.reevaluate THEN 1 ELSE 0 END,
+                membership_cursor = CASE WHEN changed.reevaluate THEN NULL ELSE membership_cursor END,
+                membership_started_at = CASE WHEN changed.reevaluate THEN NULL ELSE membership_started_at END,
+                membership_lease_until = CASE WHEN changed.reevaluate THEN NULL ELSE membership_lease_until END
+           FROM changed
+           WHERE g.tenant_id = $1 AND g.id = $2
+           RETURNING g.tenant_id, g.id, g.display_name, g.description, g.membership_type,
+                g.membership_rule, g.processing_state, g.created_at, g.updated_at, g.revision,
+                (CASE WHEN g.membership_type = 'static'
+                      THEN (SELECT count(*) FROM group_members m
+                            WHERE m.tenant_id = $1 AND m.group_id = $2)
+                      ELSE g.member_count END) AS "member_count!",
+                g.rule_revision, g.membership_revision, g.membership_as_of"#,
         tenant_id,
         id,
         fields.display_name,
@@ -207,26 +234,82 @@ pub async fn members(
     .await
 }
 
-/// The static groups a device is in, with their names.
+/// A group a device is in by stored membership.
 #[derive(Debug, Clone)]
 pub struct DeviceGroup {
     pub group_id: Uuid,
     pub display_name: String,
+    /// `static`, or `dynamic` for a paused dynamic group's stored membership.
+    pub membership_type: String,
 }
 
-pub async fn static_groups_of_device(
+/// The groups whose stored membership holds the device and that are not evaluated live:
+/// static groups, and paused dynamic groups (which keep their last stored membership).
+pub async fn stored_groups_of_device(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     device_id: Uuid,
 ) -> Result<Vec<DeviceGroup>, sqlx::Error> {
     sqlx::query_as!(
         DeviceGroup,
-        "SELECT g.id AS group_id, g.display_name
-         FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
-         WHERE m.tenant_id = $1 AND m.device_id = $2
-         ORDER BY g.display_name, g.id",
+        r#"SELECT g.id AS "group_id!", g.display_name AS "display_name!", g.membership_type AS "membership_type!"
+           FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
+           WHERE m.tenant_id = $1 AND m.device_id = $2
+           UNION ALL
+           SELECT g.id, g.display_name, g.membership_type
+           FROM dynamic_group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
+           WHERE m.tenant_id = $1 AND m.device_id = $2 AND g.processing_state = 'paused'"#,
         tenant_id,
         device_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// A dynamic group's rule, as the serving path and the worker compile it.
+#[derive(Debug, Clone)]
+pub struct DynamicRule {
+    pub group_id: Uuid,
+    pub display_name: String,
+    pub membership_rule: String,
+    pub processing_state: String,
+    pub rule_revision: i64,
+}
+
+/// The tenant's dynamic groups and their rules.
+pub async fn dynamic_rules(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<DynamicRule>, sqlx::Error> {
+    sqlx::query_as!(
+        DynamicRule,
+        r#"SELECT id AS group_id, display_name, membership_rule AS "membership_rule!", processing_state, rule_revision
+           FROM groups WHERE tenant_id = $1 AND membership_type = 'dynamic'
+           ORDER BY id"#,
+        tenant_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Members of a dynamic group, from its stored membership.
+pub async fn dynamic_members(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    group_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MemberRow,
+        r#"SELECT m.device_id, d.serial_number, d.display_name, d.created_at AS added_at
+           FROM dynamic_group_members m JOIN devices d ON d.tenant_id = m.tenant_id AND d.id = m.device_id
+           WHERE m.tenant_id = $1 AND m.group_id = $2 AND ($3::uuid IS NULL OR m.device_id > $3)
+           ORDER BY m.device_id LIMIT $4"#,
+        tenant_id,
+        group_id,
+        after,
+        limit
     )
     .fetch_all(conn)
     .await

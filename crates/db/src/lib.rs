@@ -8,8 +8,15 @@ pub mod assignments;
 pub mod audit;
 pub mod clients;
 pub mod deployments;
+pub mod device_events;
+pub mod device_serving;
 pub mod devices;
 pub mod groups;
+pub mod imports;
+pub mod memberships;
+pub mod nonces;
+pub mod notify;
+pub mod partners;
 pub mod profiles;
 pub mod tenants;
 

@@ -324,7 +324,8 @@ impl ProcessingState {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessingStatus {
-    /// `evaluating` or `updateComplete`.
+    /// `evaluating` (a recompute is under way), `updateComplete`, or `paused` (a paused
+    /// dynamic group keeps its last stored membership).
     pub status: String,
     /// The time the stored membership was last known to be complete.
     pub as_of: Option<DateTime<Utc>>,
@@ -373,6 +374,15 @@ pub struct GroupPatch {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MembersAdd {
     pub device_ids: Vec<Uuid>,
+}
+
+/// A page of a group's members, and how fresh the stored membership is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberPage {
+    pub items: Vec<GroupMember>,
+    pub next_cursor: Option<String>,
+    pub processing_status: ProcessingStatus,
 }
 
 /// A member of a group, as listed.

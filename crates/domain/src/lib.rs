@@ -11,3 +11,4 @@ pub mod device_name;
 pub mod profile;
 pub mod profile_document;
 pub mod resolution;
+pub mod rule_device;

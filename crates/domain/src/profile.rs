@@ -140,12 +140,13 @@ impl ProfileSettings {
             );
         }
         if let Some(description) = &self.description
-            && description.chars().count() > MAX_DESCRIPTION_CHARS {
-                fail(
-                    "description",
-                    format!("is longer than {MAX_DESCRIPTION_CHARS} characters"),
-                );
-            }
+            && description.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            fail(
+                "description",
+                format!("is longer than {MAX_DESCRIPTION_CHARS} characters"),
+            );
+        }
         if !is_valid_locale(&self.locale) {
             fail(
                 "locale",
@@ -182,25 +183,27 @@ impl ProfileSettings {
                     );
                 }
                 if let Some(ou) = &join.organizational_unit
-                    && !ou.trim().is_empty() && !looks_like_distinguished_name(ou) {
-                        fail(
-                            "domainJoin.organizationalUnit",
-                            "must be a distinguished name such as `OU=Laptops,DC=contoso,DC=com`"
-                                .into(),
-                        );
-                    }
+                    && !ou.trim().is_empty()
+                    && !looks_like_distinguished_name(ou)
+                {
+                    fail(
+                        "domainJoin.organizationalUnit",
+                        "must be a distinguished name such as `OU=Laptops,DC=contoso,DC=com`"
+                            .into(),
+                    );
+                }
                 if let Some(prefix) = &join.computer_name_prefix
                     && (prefix.is_empty()
                         || prefix.chars().count() > 15
                         || !prefix
                             .chars()
                             .all(|c| c.is_ascii_alphanumeric() || c == '-'))
-                    {
-                        fail(
-                            "domainJoin.computerNamePrefix",
-                            "must be 1 to 15 letters, digits or hyphens".into(),
-                        );
-                    }
+                {
+                    fail(
+                        "domainJoin.computerNamePrefix",
+                        "must be 1 to 15 letters, digits or hyphens".into(),
+                    );
+                }
             }
             (None, JoinType::Entra) => {}
         }
@@ -230,12 +233,13 @@ impl ProfileSettings {
             );
         }
         if let Some(message) = &esp.custom_error_message
-            && message.chars().count() > MAX_ESP_MESSAGE_CHARS {
-                fail(
-                    "enrollmentStatusPage.customErrorMessage",
-                    format!("is longer than {MAX_ESP_MESSAGE_CHARS} characters"),
-                );
-            }
+            && message.chars().count() > MAX_ESP_MESSAGE_CHARS
+        {
+            fail(
+                "enrollmentStatusPage.customErrorMessage",
+                format!("is longer than {MAX_ESP_MESSAGE_CHARS} characters"),
+            );
+        }
         errors
     }
 

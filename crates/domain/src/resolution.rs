@@ -32,7 +32,10 @@ pub struct AssignmentFact {
 pub enum MembershipReason {
     /// An admin added it.
     StaticMember,
-    /// The group's rule is true for the device; `details` is the rule's evaluation.
+    /// The group's rule is paused; the device is in the membership stored before the pause.
+    PausedRuleMember,
+    /// The group's rule is true for the device now; `details` is the rule's evaluation (in the
+    /// shape of Graph's `evaluateDynamicMembership`) when an explanation was asked for.
     #[serde(rename_all = "camelCase")]
     RuleMatched {
         membership_rule: String,

@@ -44,6 +44,19 @@ pub enum AdminCommand {
         #[arg(long)]
         tenant_domain: String,
     },
+    /// Partners (OEMs, resellers) that register devices into the tenants that authorize them.
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnerCommand {
+    /// Create a partner and its API client (scope `partner.devices.write`); prints
+    /// {"partnerId","clientId","clientSecret"}.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Options every subcommand takes.
@@ -127,6 +140,57 @@ pub struct ServeOptions {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "UNBOX_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
     pub max_json_body: usize,
+    /// Rotated-out signing keys (PEM: the old private key file, or its public key), repeatable
+    /// (comma-separated in the environment). They stay in the JWKS and keep verifying what
+    /// they signed until it expires; drop them once that is past (at most 7 days: the longest
+    /// deployment token).
+    #[arg(
+        long = "previous-signing-key-file",
+        env = "UNBOX_PREVIOUS_SIGNING_KEY_FILES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub previous_signing_key_files: Vec<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Reloaded on SIGHUP and when
+    /// the file changes. Without it, plain HTTP for a TLS-terminating proxy.
+    #[arg(long, env = "UNBOX_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "UNBOX_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Device requests a minute per identity (its strong keys); 0 turns the limit off.
+    #[arg(
+        long,
+        env = "UNBOX_DEVICE_RATE_PER_IDENTITY",
+        default_value_t = 60,
+        global = true
+    )]
+    pub device_rate_per_identity: u32,
+    /// Device requests a minute per client address; 0 (the default) turns the limit off, since
+    /// a whole office may boot behind one NAT address.
+    #[arg(
+        long,
+        env = "UNBOX_DEVICE_RATE_PER_ADDRESS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub device_rate_per_address: u32,
+    /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For` names the client address.
+    #[arg(
+        long,
+        env = "UNBOX_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<crate::device::rate_limit::Cidr>,
+    /// Devices the device call's cache holds at most (about 1 KB each).
+    #[arg(
+        long,
+        env = "UNBOX_DEVICE_CACHE_ENTRIES",
+        default_value_t = 200_000,
+        global = true
+    )]
+    pub device_cache_entries: usize,
 }
 
 /// The database URL with its password replaced, for the start-up banner.

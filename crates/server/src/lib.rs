@@ -7,9 +7,13 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod extract;
+pub mod imports;
+pub mod membership;
 pub mod openapi;
 pub mod pagination;
 pub mod presented_identity;
@@ -59,6 +63,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            device::consistency,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(telemetry::request_context))
         .with_state(state)

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use unbox_db::embedded::ClusterRole;
-use unbox_server::config::{AdminCommand, Cli, Command, redact_url};
+use unbox_server::config::{AdminCommand, Cli, Command, PartnerCommand, redact_url};
 use unbox_server::startup::{self, Database};
 use unbox_server::telemetry;
 
@@ -40,6 +40,11 @@ fn banner(cli: &Cli) {
         public_url = cli.serve.public_url.as_deref().unwrap_or("(http://LISTEN)"),
         signing_key = %cli.serve.signing_key_file.as_ref().map_or_else(|| "DATA_DIR/signing-key.pem".to_owned(), |p| p.display().to_string()),
         external_issuer = cli.serve.external_issuer.as_deref().unwrap_or("(none)"),
+        previous_signing_keys = cli.serve.previous_signing_key_files.len(),
+        tls_cert = %cli.serve.tls_cert.as_ref().map_or_else(|| "(none: plain HTTP)".to_owned(), |p| p.display().to_string()),
+        device_rate_per_identity = cli.serve.device_rate_per_identity,
+        device_rate_per_address = cli.serve.device_rate_per_address,
+        trusted_proxies = ?cli.serve.trusted_proxies,
         "unboxd configuration"
     );
 }
@@ -60,6 +65,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })) => {
             let database = Database::open(&cli.global, ClusterRole::Guest).await?;
             let result = startup::bootstrap(&database.pool, tenant_name, tenant_domain).await;
+            database.close().await;
+            println!("{}", serde_json::to_string(&result?)?);
+            Ok(())
+        }
+        Some(Command::Admin(AdminCommand::Partner(PartnerCommand::Create { name }))) => {
+            let database = Database::open(&cli.global, ClusterRole::Guest).await?;
+            let result = startup::create_partner(&database.pool, name).await;
             database.close().await;
             println!("{}", serde_json::to_string(&result?)?);
             Ok(())
@@ -88,9 +100,27 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     if let Err(error) = tokens.prefetch_external_keys().await {
         tracing::warn!(error = %error, "the external issuer's keys could not be loaded yet; will retry on use");
     }
+    let tls = match (&cli.serve.tls_cert, &cli.serve.tls_key) {
+        (Some(cert), Some(key)) => {
+            match unbox_server::device::tls::Tls::new(unbox_server::device::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }) {
+                Ok(tls) => Some(tls),
+                Err(error) => {
+                    database.close().await;
+                    return Err(error);
+                }
+            }
+        }
+        _ => None,
+    };
     let state = startup::app_state(database.pool.clone(), tokens, &cli.global, &cli.serve);
-    tracing::info!(address = %bound, "serving");
-    let served = startup::serve(listener, state, startup::shutdown_signal()).await;
+    tracing::info!(address = %bound, tls = tls.is_some(), "serving");
+    let served = match tls {
+        Some(tls) => startup::serve_tls(listener, tls, state, startup::shutdown_signal()).await,
+        None => startup::serve(listener, state, startup::shutdown_signal()).await,
+    };
     database.close().await;
     tracing::info!("stopped");
     Ok(served?)

@@ -1,14 +1,19 @@
-//! A device's effective profile, computed on read from the groups it is in and the tenant's
-//! assignments, so that it is right immediately after any write that changes it.
+//! A device's effective profile, computed on read: the groups it is in (static and paused
+//! dynamic groups from stored membership; live dynamic groups by evaluating their compiled rules
+//! against the device now) and the tenant's assignments. So every change shows on the very
+//! next request, with no wait on a membership job.
 
 use sqlx::PgConnection;
+use unbox_db::devices::DeviceRow;
 use unbox_domain::api::{AssignmentMode, AssignmentTarget};
 use unbox_domain::resolution::{
     self, AssignmentFact, GroupMembership, MembershipReason, Resolution,
 };
+use unbox_domain::rule_device::RuleDevice;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub fn assignment_target(
     kind: &str,
@@ -31,23 +36,77 @@ pub fn assignment_mode(mode: &str) -> AssignmentMode {
     }
 }
 
-/// Resolves one device of the tenant.
-pub async fn device(
+/// How much to say about rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Just the winner (the device call, device reads).
+    Brief,
+    /// With each rule's evaluation details (the explanation endpoint).
+    Explained,
+}
+
+/// The groups the device is in, and why.
+pub async fn memberships(
+    state: &AppState,
     conn: &mut PgConnection,
-    tenant_id: Uuid,
-    device_id: Uuid,
-) -> Result<Resolution, ApiError> {
-    let groups = unbox_db::groups::static_groups_of_device(conn, tenant_id, device_id).await?;
-    let memberships: Vec<GroupMembership> = groups
+    device: &DeviceRow,
+    detail: Detail,
+) -> Result<Vec<GroupMembership>, ApiError> {
+    let stored =
+        unbox_db::groups::stored_groups_of_device(conn, device.tenant_id, device.id).await?;
+    let rules = state.rules.get(conn, device.tenant_id).await?;
+    let mut memberships: Vec<GroupMembership> = stored
         .into_iter()
         .map(|g| GroupMembership {
             group_id: g.group_id,
             group_name: g.display_name,
-            reason: MembershipReason::StaticMember,
+            reason: if g.membership_type == "static" {
+                MembershipReason::StaticMember
+            } else {
+                MembershipReason::PausedRuleMember
+            },
         })
         .collect();
+    if !rules.live.is_empty() {
+        let facts = RuleDevice::new(device.rule_fields());
+        for group in &rules.live {
+            if group.rule.evaluate(&facts) {
+                let details = match detail {
+                    Detail::Brief => serde_json::Value::Null,
+                    Detail::Explained => {
+                        serde_json::to_value(group.rule.explain(&facts)).unwrap_or_default()
+                    }
+                };
+                memberships.push(GroupMembership {
+                    group_id: group.group_id,
+                    group_name: group.name.clone(),
+                    reason: MembershipReason::RuleMatched {
+                        membership_rule: group.rule.source().to_owned(),
+                        details,
+                    },
+                });
+            }
+        }
+    }
+    memberships.sort_by(|a, b| {
+        a.group_name
+            .cmp(&b.group_name)
+            .then(a.group_id.cmp(&b.group_id))
+    });
+    Ok(memberships)
+}
+
+/// Resolves one device of the tenant.
+pub async fn device(
+    state: &AppState,
+    conn: &mut PgConnection,
+    device: &DeviceRow,
+    detail: Detail,
+) -> Result<Resolution, ApiError> {
+    let memberships = memberships(state, conn, device, detail).await?;
     let group_ids: Vec<Uuid> = memberships.iter().map(|m| m.group_id).collect();
-    let rows = unbox_db::assignments::applicable(conn, tenant_id, device_id, &group_ids).await?;
+    let rows =
+        unbox_db::assignments::applicable(conn, device.tenant_id, device.id, &group_ids).await?;
     let facts: Vec<AssignmentFact> = rows
         .into_iter()
         .filter_map(|row| {
@@ -62,5 +121,5 @@ pub async fn device(
             })
         })
         .collect();
-    Ok(resolution::resolve(device_id, memberships, &facts))
+    Ok(resolution::resolve(device.id, memberships, &facts))
 }

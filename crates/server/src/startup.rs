@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use unbox_db::embedded::{ClusterRole, EmbeddedCluster};
 use uuid::Uuid;
 
-use crate::auth::tokens::{ExternalIssuerConfig, JwksSource, LocalKey, TokenService};
+use crate::auth::tokens::{ExternalIssuerConfig, JwksSource, LocalKey, PublicKey, TokenService};
 use crate::auth::{Scope, secrets};
 use crate::config::{GlobalOptions, ServeOptions, redact_url};
 use crate::state::{AppState, Settings};
@@ -108,12 +108,29 @@ pub fn token_service(
         }
         _ => None,
     };
+    let previous = serve
+        .previous_signing_key_files
+        .iter()
+        .map(|path| PublicKey::load(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(TokenService::new(
         issuer,
         Duration::from_secs(serve.token_lifetime.max(60)),
         key,
         external,
-    ))
+    )
+    .with_previous_keys(previous))
+}
+
+/// The device protocol's settings from the options.
+pub fn device_settings(serve: &ServeOptions) -> crate::device::DeviceSettings {
+    crate::device::DeviceSettings {
+        rate_per_identity: serve.device_rate_per_identity,
+        rate_per_address: serve.device_rate_per_address,
+        trusted_proxies: serve.trusted_proxies.clone(),
+        cache_entries: serve.device_cache_entries.max(1),
+        ..Default::default()
+    }
 }
 
 pub fn public_url(serve: &ServeOptions, bound: std::net::SocketAddr) -> String {
@@ -135,9 +152,12 @@ pub fn app_state(
         pool,
         tokens,
         metrics: crate::telemetry::metrics_handle(),
+        rules: Arc::default(),
+        device: crate::device::DeviceRuntime::new(device_settings(serve)),
         settings: Arc::new(Settings {
             max_json_body: serve.max_json_body,
             data_dir: global.data_dir.clone(),
+            device: device_settings(serve),
         }),
     }
 }
@@ -148,9 +168,61 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, crate::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_on(listener, state, None, shutdown).await
+}
+
+/// Serves HTTPS until `shutdown` completes, then finishes in-flight requests. The certificate
+/// is reloaded on SIGHUP and when its files change.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: crate::device::tls::Tls,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::device::tls::TlsListener::new(listener, &tls)?;
+    serve_on(listener, state, Some(tls), shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    tls: Option<crate::device::tls::Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    crate::device::rate_limit::PeerAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    // Background tasks stop when serving stops.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    spawn_background(&state, stopped.clone());
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(stopped);
+    }
+    let pool = state.pool.clone();
+    let device = state.device.clone();
+    let served = axum::serve(
+        listener,
+        crate::app(state)
+            .into_make_service_with_connect_info::<crate::device::rate_limit::PeerAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    // Downloads answered before the end are written before the process goes.
+    device.drain(&pool).await;
+    served
+}
+
+/// The tasks that run beside the HTTP server.
+fn spawn_background(state: &AppState, stopped: tokio::sync::watch::Receiver<bool>) {
+    crate::cache::spawn_listener(state.pool.clone(), state.rules.clone(), stopped.clone());
+    crate::membership::spawn_worker(state.pool.clone(), stopped.clone());
+    state.device.spawn(&state.pool, stopped.clone());
+    crate::imports::worker::spawn(state.clone(), stopped);
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -231,6 +303,54 @@ pub async fn bootstrap(pool: &PgPool, name: &str, domain: &str) -> anyhow::Resul
     tx.commit().await?;
     Ok(Bootstrapped {
         tenant_id,
+        client_id,
+        client_secret: secret,
+    })
+}
+
+/// What `unboxd admin partner create` prints.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerCreated {
+    pub partner_id: Uuid,
+    pub client_id: Uuid,
+    pub client_secret: String,
+}
+
+/// Creates a partner (an OEM or reseller) and its API client with the partner scope. Tenants
+/// then authorize it with `POST /v1/partner-authorizations`.
+pub async fn create_partner(pool: &PgPool, name: &str) -> anyhow::Result<PartnerCreated> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        anyhow::bail!(
+            "invalid partner name: it must be 1 to 200 characters, without control characters"
+        );
+    }
+    let secret = secrets::generate_secret();
+    let hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || secrets::hash_blocking(&secret)).await??
+    };
+    let partner_id = Uuid::now_v7();
+    let client_id = Uuid::now_v7();
+    let scopes: Vec<String> = Scope::PARTNER
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    let mut tx = pool.begin().await?;
+    unbox_db::partners::insert(&mut tx, partner_id, name).await?;
+    unbox_db::partners::insert_client(
+        &mut tx,
+        partner_id,
+        client_id,
+        "partner admin",
+        &scopes,
+        &hash,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(PartnerCreated {
+        partner_id,
         client_id,
         client_secret: secret,
     })

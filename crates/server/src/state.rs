@@ -12,7 +12,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub tokens: TokenService,
     pub metrics: PrometheusHandle,
+    /// Compiled membership rules per tenant.
+    pub rules: Arc<crate::cache::RuleCache>,
     pub settings: Arc<Settings>,
+    /// The device protocol's cache, write batch and rate limits.
+    pub device: Arc<crate::device::DeviceRuntime>,
 }
 
 /// Settings handlers read.
@@ -22,6 +26,9 @@ pub struct Settings {
     pub max_json_body: usize,
     /// The data directory: uploads are spooled under it.
     pub data_dir: std::path::PathBuf,
+    /// The device protocol's settings, for the harness to vary (unboxd builds its runtime from
+    /// its options).
+    pub device: crate::device::DeviceSettings,
 }
 
 impl Default for Settings {
@@ -29,6 +36,7 @@ impl Default for Settings {
         Self {
             max_json_body: 1024 * 1024,
             data_dir: std::path::PathBuf::from("./data"),
+            device: crate::device::DeviceSettings::default(),
         }
     }
 }

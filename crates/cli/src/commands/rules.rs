@@ -1,16 +1,17 @@
 //! `unbox rules check|eval`: the membership-rule language, offline.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use unbox_rules::{Diagnostic, Explanation, JsonDevice, check};
 
+use crate::Ctx;
+use crate::error::{CmdResult, exit};
+
 /// Exit code for a rule that is not valid.
-const INVALID_RULE: u8 = 2;
+const INVALID_RULE: u8 = exit::USAGE;
 
 /// Check and evaluate device membership rules (Entra dynamic-group syntax), offline.
 #[derive(Debug, Args)]
@@ -82,25 +83,29 @@ struct EvalOutput<'a> {
 }
 
 impl RulesCommand {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    /// Runs offline; the output is JSON whatever `--output` says.
+    pub fn run(self, ctx: &mut Ctx<'_>) -> CmdResult {
         match self.action {
-            RulesAction::Check(args) => run_check(&args),
-            RulesAction::Eval(args) => run_eval(&args),
+            RulesAction::Check(args) => run_check(ctx, &args),
+            RulesAction::Eval(args) => run_eval(ctx, &args),
         }
     }
 }
 
-fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+fn run_check(ctx: &mut Ctx<'_>, args: &CheckArgs) -> CmdResult {
     let checked = check(&args.rule);
-    print_json(&CheckOutput {
-        valid: checked.is_valid(),
-        diagnostics: &checked.diagnostics,
-    })?;
+    print_json(
+        ctx,
+        &CheckOutput {
+            valid: checked.is_valid(),
+            diagnostics: &checked.diagnostics,
+        },
+    )?;
     Ok(exit_code(checked.is_valid()))
 }
 
-fn run_eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
-    let device = read_device(&args.device)?;
+fn run_eval(ctx: &mut Ctx<'_>, args: &EvalArgs) -> CmdResult {
+    let device = read_device(ctx, &args.device)?;
     let checked = check(&args.rule);
     let (result, explanation) = match &checked.rule {
         Some(rule) => (
@@ -109,27 +114,27 @@ fn run_eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         ),
         None => (None, None),
     };
-    print_json(&EvalOutput {
-        valid: checked.is_valid(),
-        result,
-        diagnostics: &checked.diagnostics,
-        explanation,
-    })?;
+    print_json(
+        ctx,
+        &EvalOutput {
+            valid: checked.is_valid(),
+            result,
+            diagnostics: &checked.diagnostics,
+            explanation,
+        },
+    )?;
     Ok(exit_code(checked.is_valid()))
 }
 
-fn exit_code(valid: bool) -> ExitCode {
-    if valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(INVALID_RULE)
-    }
+fn exit_code(valid: bool) -> u8 {
+    if valid { exit::OK } else { INVALID_RULE }
 }
 
-fn read_device(path: &Path) -> anyhow::Result<JsonDevice> {
+fn read_device(ctx: &mut Ctx<'_>, path: &Path) -> anyhow::Result<JsonDevice> {
     let text = if path.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::stdin()
+        ctx.io
+            .input()
             .read_to_string(&mut text)
             .context("cannot read the device from standard input")?;
         text
@@ -141,9 +146,9 @@ fn read_device(path: &Path) -> anyhow::Result<JsonDevice> {
         .map_err(|reason| anyhow::anyhow!("device file {}: {reason}", path.display()))
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, value)?;
-    writeln!(stdout)?;
-    Ok(())
+fn print_json(ctx: &mut Ctx<'_>, value: &impl Serialize) -> CmdResult {
+    let out = ctx.io.out();
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(exit::OK)
 }

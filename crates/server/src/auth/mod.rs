@@ -122,6 +122,14 @@ pub struct TenantCaller {
     pub actor_id: String,
 }
 
+/// A partner caller, with the scope it needed.
+#[derive(Debug, Clone)]
+pub struct PartnerCaller {
+    pub partner_id: Uuid,
+    /// The token's subject: the partner's API client.
+    pub client_id: String,
+}
+
 impl Caller {
     fn has(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|s| s == scope.as_str())
@@ -149,6 +157,27 @@ impl Caller {
                 Issuer::External => "external",
             },
             actor_id: self.subject.clone(),
+        })
+    }
+
+    /// The caller's partner, if it is a partner caller holding `scope`.
+    pub fn partner(&self, scope: Scope) -> Result<PartnerCaller, ApiError> {
+        let Some(partner_id) = self.partner_id else {
+            return Err(ApiError::forbidden(
+                "PartnerTokenRequired",
+                "this endpoint needs a partner's token (with a `pid` claim)",
+            ));
+        };
+        if !self.has(scope) {
+            return Err(ApiError::forbidden(
+                "InsufficientScope",
+                format!("this operation needs the `{}` scope", scope.as_str()),
+            )
+            .with("requiredScope", scope.as_str()));
+        }
+        Ok(PartnerCaller {
+            partner_id,
+            client_id: self.subject.clone(),
         })
     }
 }
@@ -194,6 +223,16 @@ where
         {
             let mut conn = state.pool.acquire().await?;
             if !unbox_db::clients::exists(&mut conn, tenant_id, client_id).await? {
+                return Err(ApiError::unauthorized(
+                    "the client of this token was deleted",
+                ));
+            }
+        }
+        if issuer == Issuer::Unbox
+            && let (Some(partner_id), Ok(client_id)) = (claims.pid, claims.sub.parse::<Uuid>())
+        {
+            let mut conn = state.pool.acquire().await?;
+            if !unbox_db::partners::client_exists(&mut conn, partner_id, client_id).await? {
                 return Err(ApiError::unauthorized(
                     "the client of this token was deleted",
                 ));

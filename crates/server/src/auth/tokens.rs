@@ -1,6 +1,10 @@
 //! Access tokens: Unbox signs its own (EdDSA, Ed25519), publishes the public keys as a JWKS,
 //! and verifies its own tokens and, when configured, those of one external issuer.
 //! Validation pins the algorithm per key and requires `iss`, `aud` and `exp`.
+//!
+//! Keys rotate: one current key signs; previous keys (their public halves) stay in the JWKS and
+//! keep verifying what they signed until it expires. The same keys sign deployment tokens and
+//! signed profiles.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,11 +144,73 @@ impl LocalKey {
         })
     }
 
+    /// The public half, to keep verifying (and publishing) after the key is rotated out.
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            kid: self.kid.clone(),
+            decoding: self.decoding.clone(),
+            public_x: self.public_x.clone(),
+        }
+    }
+
     /// Signs any serialisable payload as a compact JWS with this key.
     pub fn sign<T: Serialize>(&self, payload: &T) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, payload, &self.encoding)
+    }
+}
+
+/// A previous signing key: it verifies and is published, it no longer signs.
+#[derive(Clone)]
+pub struct PublicKey {
+    kid: String,
+    decoding: DecodingKey,
+    public_x: String,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicKey {
+    /// Loads a previous key from a PEM file: the old PKCS#8 private key file as it was, or its
+    /// public key (SPKI, `-----BEGIN PUBLIC KEY-----`).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use ed25519_dalek::pkcs8::DecodePublicKey;
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the previous key {}: {e}", path.display()))?;
+        if let Ok(key) = SigningKey::from_pkcs8_pem(&pem) {
+            return Ok(LocalKey::from_signing_key(&key)?.public());
+        }
+        let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is neither an Ed25519 PKCS#8 private key nor an Ed25519 public key (PEM): {e}",
+                path.display()
+            )
+        })?;
+        let x = URL_SAFE_NO_PAD.encode(verifying.as_bytes());
+        let thumbprint = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        Ok(PublicKey {
+            kid: URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint.as_bytes())),
+            decoding: DecodingKey::from_ed_components(&x)?,
+            public_x: x,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": self.public_x,
+            "kid": self.kid, "alg": "EdDSA", "use": "sig",
+        })
     }
 }
 
@@ -245,6 +311,8 @@ pub struct TokenService {
     issuer: String,
     lifetime: Duration,
     key: Arc<LocalKey>,
+    /// Rotated-out keys, still verifying and published.
+    previous: Arc<Vec<PublicKey>>,
     external: Option<Arc<ExternalIssuer>>,
 }
 
@@ -283,8 +351,47 @@ impl TokenService {
             issuer,
             lifetime,
             key: Arc::new(key),
+            previous: Arc::new(Vec::new()),
             external,
         }
+    }
+
+    /// Keeps these rotated-out keys verifying and published (the current key is left out).
+    pub fn with_previous_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        let current = self.key.kid.clone();
+        self.previous = Arc::new(keys.into_iter().filter(|k| k.kid != current).collect());
+        self
+    }
+
+    /// The decoding key of one of our own keys, current or previous.
+    fn own_key(&self, kid: &str) -> Option<&DecodingKey> {
+        if kid == self.key.kid {
+            return Some(&self.key.decoding);
+        }
+        self.previous
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| &k.decoding)
+    }
+
+    /// Verifies a token this service signed for `audience` (not the admin audience): a
+    /// deployment token, say. Pins EdDSA and our keys; requires `iss`, `aud` and `exp`.
+    pub fn verify_own<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.own_key(&kid).ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<T>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
     pub fn issuer(&self) -> &str {
@@ -308,7 +415,9 @@ impl TokenService {
     }
 
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.key.jwk()] })
+        let mut keys = vec![self.key.jwk()];
+        keys.extend(self.previous.iter().map(PublicKey::jwk));
+        serde_json::json!({ "keys": keys })
     }
 
     pub fn issue(
@@ -336,9 +445,9 @@ impl TokenService {
     pub async fn verify(&self, token: &str) -> Result<(Claims, Issuer), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let (key, algorithm, issuer, audience, source) = if kid == self.key.kid {
+        let (key, algorithm, issuer, audience, source) = if let Some(own) = self.own_key(&kid) {
             (
-                self.key.decoding.clone(),
+                own.clone(),
                 Algorithm::EdDSA,
                 self.issuer.as_str(),
                 AUDIENCE,
@@ -364,5 +473,93 @@ impl TokenService {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         Ok((data.claims, source))
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Payload {
+        iss: String,
+        aud: String,
+        exp: u64,
+    }
+
+    #[tokio::test]
+    async fn previous_keys_keep_verifying_and_stay_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("old.pem");
+        let old = TokenService::new(
+            "https://u".into(),
+            Duration::from_secs(60),
+            LocalKey::load_or_generate(&old_path).unwrap(),
+            None,
+        );
+        let admin = old
+            .issue(Uuid::now_v7(), Some(Uuid::now_v7()), None, &[])
+            .unwrap();
+        let device = old
+            .local_key()
+            .sign(&Payload {
+                iss: "https://u".into(),
+                aud: "unbox-device".into(),
+                exp: now_secs() + 60,
+            })
+            .unwrap();
+
+        let rotated = TokenService::new(
+            "https://u".into(),
+            Duration::from_secs(60),
+            LocalKey::load_or_generate(&dir.path().join("new.pem")).unwrap(),
+            None,
+        )
+        .with_previous_keys(vec![PublicKey::load(&old_path).unwrap()]);
+        assert_eq!(rotated.verify(&admin).await.unwrap().1, Issuer::Unbox);
+        assert!(
+            rotated
+                .verify_own::<Payload>(&device, "unbox-device")
+                .is_ok()
+        );
+        assert!(rotated.verify_own::<Payload>(&device, "unbox").is_err());
+        let kids: Vec<String> = rotated.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kids, [rotated.local_key().kid(), old.local_key().kid()]);
+
+        // Without the previous key, what it signed is refused.
+        let forgetful = TokenService::new(
+            "https://u".into(),
+            Duration::from_secs(60),
+            LocalKey::load(&dir.path().join("new.pem")).unwrap(),
+            None,
+        );
+        assert!(matches!(
+            forgetful.verify(&admin).await,
+            Err(TokenError::UnknownKey)
+        ));
+
+        // The previous key may be given as its public half.
+        let public_pem = {
+            use ed25519_dalek::pkcs8::EncodePublicKey;
+            let pem = std::fs::read_to_string(&old_path).unwrap();
+            SigningKey::from_pkcs8_pem(&pem)
+                .unwrap()
+                .verifying_key()
+                .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .unwrap()
+        };
+        let public_path = dir.path().join("old.pub.pem");
+        std::fs::write(&public_path, public_pem).unwrap();
+        assert_eq!(
+            PublicKey::load(&public_path).unwrap().kid(),
+            old.local_key().kid()
+        );
     }
 }

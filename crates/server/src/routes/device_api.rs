@@ -1,37 +1,81 @@
 //! `/device/v1/…`: the calls a booting device makes, identified by its hardware identity.
+//!
+//! The profile call is served from the instance's memory when it can (see `crate::device`):
+//! the claim keys, the device, its resolved profile, the profile and the tenant are cached, and
+//! the download (contact time, deployment opened or continued) goes into the write batch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use axum::extract::State;
-use chrono::Utc;
-use serde::Serialize;
-use unbox_db::devices::{ClaimOwner, DeviceRow};
-use unbox_domain::api::{Branding, DeploymentHandle, DeviceProfileRequest, DeviceProfileResponse};
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use unbox_db::deployments::{Download, DownloadDeployment};
+use unbox_db::devices::{Claim, ClaimOwner};
+use unbox_domain::api::{DeploymentHandle, DeviceProfileRequest, DeviceProfileResponse};
 use unbox_domain::device_name;
-use unbox_domain::identity::{IdentityKeys, matches};
+use unbox_domain::identity::{Identity, IdentityKeys, matches};
 use unbox_domain::profile::{DeploymentMode, JoinType, ProfileSettings};
-use unbox_domain::profile_document::{OnlineFacts, TenantFacts, render_online};
+use unbox_domain::profile_document::{OnlineFacts, TenantFacts as DocumentTenant, render_online};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::tokens::TokenService;
+use crate::device::cache::{
+    CachedProfile, DeviceEntry, DeviceState, OpenDeployment, Resolved, TenantFacts,
+};
+use crate::device::proof::{self, DeviceKey};
+use crate::device::rate_limit::ClientAddress;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
-use crate::presented_identity;
+use crate::presented_identity::{self, Presented};
 use crate::resolve;
 use crate::routes::profiles;
 use crate::state::AppState;
 
 /// The audience of deployment tokens: they are good for a deployment's events, nothing else.
 pub const DEPLOYMENT_AUDIENCE: &str = "unbox-device";
+/// The media type of a signed profile (a compact JWS).
+pub const JOSE: &str = "application/jose";
 
-#[derive(Debug, Serialize)]
-struct DeploymentClaims {
-    iss: String,
-    aud: &'static str,
-    sub: String,
-    tid: Uuid,
-    did: Uuid,
-    iat: i64,
-    exp: i64,
+/// The claims of a deployment token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The deployment.
+    pub sub: Uuid,
+    pub tid: Uuid,
+    /// The device.
+    pub did: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Signs a deployment token valid until `expires_at` (the deployment's timeout: it is renewed
+/// by every event, as the timeout is pushed out).
+pub fn deployment_token(
+    tokens: &TokenService,
+    tenant_id: Uuid,
+    device_id: Uuid,
+    deployment_id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    tokens
+        .local_key()
+        .sign(&DeploymentClaims {
+            iss: tokens.issuer().to_owned(),
+            aud: DEPLOYMENT_AUDIENCE.to_owned(),
+            sub: deployment_id,
+            tid: tenant_id,
+            did: device_id,
+            iat: Utc::now().timestamp(),
+            exp: expires_at.timestamp(),
+        })
+        .map_err(ApiError::internal)
 }
 
 fn not_registered() -> ApiError {
@@ -40,15 +84,20 @@ fn not_registered() -> ApiError {
         .with_code("DeviceNotRegistered")
 }
 
-/// The one registration the presented keys match, per the threat model: a registration
-/// holding a TPM digest matches only a request with that digest.
-fn matching_device(
-    request: &IdentityKeys,
-    owners: &[ClaimOwner],
-) -> Result<Option<(Uuid, Uuid)>, ApiError> {
+fn unauthorized(code: &str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
+}
+
+fn poisoned() -> ApiError {
+    ApiError::internal(anyhow::anyhow!("a device-cache lock was poisoned"))
+}
+
+/// The registrations the presented keys match, per the threat model: a registration holding a
+/// TPM digest matches only a request with that digest. More than one is a collision.
+fn matching_devices(request: &IdentityKeys, owners: &[ClaimOwner]) -> Vec<(Uuid, Uuid)> {
     let devices: BTreeSet<(Uuid, Uuid)> =
         owners.iter().map(|o| (o.tenant_id, o.device_id)).collect();
-    let matched: Vec<(Uuid, Uuid)> = devices
+    devices
         .into_iter()
         .filter(|(tenant_id, device_id)| {
             let mine = owners
@@ -63,18 +112,283 @@ fn matching_device(
             }
             matches(request, &registration)
         })
-        .collect();
-    match matched.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        _ => {
-            metrics::counter!("device_identity_collisions_total").increment(1);
-            Err(ApiError::conflict(
-                "AmbiguousIdentity",
-                "this hardware identity matches more than one registration; an administrator must resolve it",
-            ))
+        .collect()
+}
+
+fn claim_key(claim: &Claim) -> String {
+    format!("{}:{}", claim.kind, claim.key)
+}
+
+/// The owners of the presented keys: from the cache when it holds every key and its device,
+/// else from the database.
+async fn claim_owners(
+    state: &AppState,
+    claims: &[Claim],
+    keys: &[String],
+) -> ApiResult<Vec<ClaimOwner>> {
+    let cache = &state.device.cache;
+    if let Some(owners) = cache.owners(keys) {
+        let mut found = Vec::with_capacity(owners.len());
+        for (claim, owner) in claims.iter().zip(owners) {
+            let Some(entry) = cache.device(owner.tenant_id, owner.device_id) else {
+                found.clear();
+                break;
+            };
+            found.push(ClaimOwner {
+                kind: claim.kind.clone(),
+                key: claim.key.clone(),
+                tenant_id: owner.tenant_id,
+                device_id: owner.device_id,
+                tpm_ek_sha256: entry.tpm_ek_sha256.clone(),
+            });
+        }
+        if found.len() == claims.len() {
+            return Ok(found);
         }
     }
+    let mut conn = state.pool.acquire().await?;
+    Ok(unbox_db::devices::claim_owners(&mut conn, claims).await?)
+}
+
+/// A request whose keys point at several registrations: reported in each tenant's audit log
+/// and counted, never resolved by a pick.
+async fn collision(state: &AppState, presented: &Presented, devices: &[(Uuid, Uuid)]) -> ApiError {
+    metrics::counter!("device_identity_collisions_total").increment(1);
+    let mut by_tenant: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for (tenant_id, device_id) in devices {
+        by_tenant.entry(*tenant_id).or_default().push(*device_id);
+    }
+    let tenants = by_tenant.len();
+    let recorded = async {
+        let mut tx = state.pool.begin().await?;
+        for (tenant_id, ids) in &by_tenant {
+            unbox_db::audit::record(
+                &mut tx,
+                unbox_db::audit::NewEntry {
+                    tenant_id: *tenant_id,
+                    actor_kind: "device",
+                    actor_id: None,
+                    action: "device.identityCollision",
+                    resource_type: "device",
+                    resource_id: ids.first().map(Uuid::to_string),
+                    before: None,
+                    // Another tenant's devices are counted, never named.
+                    after: Some(serde_json::json!({
+                        "matchedDevices": ids,
+                        "otherTenants": tenants - 1,
+                        "serialNumber": presented.identity.serial_number,
+                        "hasTpm": presented.keys.tpm.is_some(),
+                    })),
+                    request_id: crate::telemetry::current_request_id(),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
+    };
+    if let Err(error) = recorded.await {
+        tracing::error!(error = %error, "recording an identity collision in the audit log failed");
+    }
+    ApiError::conflict(
+        "AmbiguousIdentity",
+        "this hardware identity matches more than one registration; an administrator must resolve it",
+    )
+}
+
+/// The device from the cache, or loaded (with a download still in the write batch applied).
+async fn device_entry(
+    state: &AppState,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> ApiResult<Option<Arc<DeviceEntry>>> {
+    let cache = &state.device.cache;
+    if let Some(entry) = cache.device(tenant_id, device_id) {
+        return Ok(Some(entry));
+    }
+    let epoch = cache.epoch();
+    let mut conn = state.pool.acquire().await?;
+    let Some(row) = unbox_db::device_serving::get(&mut conn, tenant_id, device_id).await? else {
+        return Ok(None);
+    };
+    drop(conn);
+    let mut device_state = DeviceState {
+        assigned_name: row.assigned_name,
+        assigned_name_profile_id: row.assigned_name_profile_id,
+        os_type: row.os_type,
+        enrollment_profile_name: row.enrollment_profile_name,
+        open: match (
+            row.open_id,
+            row.open_profile_id,
+            row.open_opened_at,
+            row.open_last_download_at,
+            row.open_timeout_at,
+            row.open_timeout_minutes,
+        ) {
+            (
+                Some(id),
+                Some(profile_id),
+                Some(opened_at),
+                Some(last_download_at),
+                Some(timeout_at),
+                Some(timeout_minutes),
+            ) => Some(OpenDeployment {
+                id,
+                profile_id,
+                opened_at,
+                last_download_at,
+                timeout_at,
+                timeout_minutes,
+                new: false,
+                token: None,
+            }),
+            _ => None,
+        },
+        resolved: None,
+        refresh_after_write: false,
+    };
+    if let Some(pending) = state.device.batch.pending_for(tenant_id, device_id) {
+        device_state.os_type = pending.os_type;
+        if pending.profile_name.is_some() {
+            device_state.enrollment_profile_name = pending.profile_name;
+        }
+        if let Some(d) = pending.deployment {
+            device_state.open = Some(OpenDeployment {
+                id: d.id,
+                profile_id: d.profile_id,
+                opened_at: d.opened_at,
+                last_download_at: pending.at,
+                timeout_at: d.timeout_at,
+                timeout_minutes: d.timeout_minutes,
+                new: d.new,
+                token: None,
+            });
+        }
+    }
+    let entry = Arc::new(DeviceEntry {
+        tenant_id,
+        id: device_id,
+        serial_number: row.serial_number,
+        display_name: row.display_name,
+        tpm_ek_sha256: row.tpm_ek_sha256,
+        requires_proof: row.device_public_key.is_some(),
+        key: row.device_public_key.as_ref().and_then(DeviceKey::from_jwk),
+        claims: row.claims,
+        state: std::sync::Mutex::new(device_state),
+    });
+    cache.put_device(epoch, entry.clone());
+    Ok(Some(entry))
+}
+
+/// Proof of possession of the device's key: a nonce from `POST /device/v1/challenge` for this
+/// identity, consumed here, signed with the key.
+async fn check_proof(
+    state: &AppState,
+    entry: &DeviceEntry,
+    body: &DeviceProfileRequest,
+    keys: &[String],
+) -> ApiResult<()> {
+    if !entry.requires_proof {
+        return Ok(());
+    }
+    let Some(proof) = &body.proof else {
+        return Err(unauthorized(
+            "ProofRequired",
+            "this device registered a key: ask POST /device/v1/challenge for a nonce and send `proof` {nonce, signature}",
+        ));
+    };
+    let invalid = || {
+        unauthorized(
+            "InvalidProof",
+            "the proof is not a signature of a live nonce of this device's challenge by its registered key",
+        )
+    };
+    if proof.nonce.len() > 128 {
+        return Err(invalid());
+    }
+    let mut conn = state.pool.acquire().await?;
+    let subject = unbox_db::nonces::consume(&mut conn, &proof.nonce).await?;
+    drop(conn);
+    let signed = entry
+        .key
+        .as_ref()
+        .is_some_and(|key| key.verify(proof.nonce.as_bytes(), &proof.signature));
+    if subject.as_deref() == Some(proof::subject(keys).as_str()) && signed {
+        Ok(())
+    } else {
+        metrics::counter!("device_proof_failures_total").increment(1);
+        Err(invalid())
+    }
+}
+
+/// The device's effective profile: cached until its tenant changes, else resolved now.
+async fn effective_profile(state: &AppState, entry: &DeviceEntry) -> ApiResult<Option<Uuid>> {
+    let cache = &state.device.cache;
+    let generation = cache.generation(entry.tenant_id);
+    let cached = entry
+        .state
+        .lock()
+        .map_err(|_| poisoned())?
+        .resolved
+        .filter(|r| r.generation == generation && cache.is_trusted());
+    if let Some(resolved) = cached {
+        return Ok(resolved.profile_id);
+    }
+    let mut conn = state.pool.acquire().await?;
+    let row = unbox_db::devices::get(&mut conn, entry.tenant_id, entry.id)
+        .await?
+        .ok_or_else(not_registered)?;
+    let resolution = resolve::device(state, &mut conn, &row, resolve::Detail::Brief).await?;
+    let profile_id = resolution.winner.map(|w| w.profile_id);
+    let rules = state.rules.get(&mut conn, entry.tenant_id).await?;
+    let reads_download_facts = rules.live.iter().any(|group| {
+        let source = group.rule.source().to_ascii_lowercase();
+        source.contains("enrollmentprofilename") || source.contains("deviceostype")
+    });
+    entry.state.lock().map_err(|_| poisoned())?.resolved = Some(Resolved {
+        generation,
+        profile_id,
+        reads_download_facts,
+    });
+    Ok(profile_id)
+}
+
+async fn profile(
+    state: &AppState,
+    tenant_id: Uuid,
+    profile_id: Uuid,
+) -> ApiResult<Arc<CachedProfile>> {
+    let cache = &state.device.cache;
+    if let Some(found) = cache.profile(tenant_id, profile_id) {
+        return Ok(found);
+    }
+    let generation = cache.generation(tenant_id);
+    let mut conn = state.pool.acquire().await?;
+    let row = profiles::load(&mut conn, tenant_id, profile_id).await?;
+    let loaded = Arc::new(CachedProfile {
+        id: profile_id,
+        settings: profiles::settings_of(&row)?,
+    });
+    cache.put_profile(tenant_id, generation, loaded.clone());
+    Ok(loaded)
+}
+
+async fn tenant(state: &AppState, tenant_id: Uuid) -> ApiResult<Arc<TenantFacts>> {
+    let cache = &state.device.cache;
+    if let Some(found) = cache.tenant_facts(tenant_id) {
+        return Ok(found);
+    }
+    let generation = cache.generation(tenant_id);
+    let mut conn = state.pool.acquire().await?;
+    let row = unbox_db::tenants::get(&mut conn, tenant_id)
+        .await?
+        .ok_or_else(not_registered)?;
+    let facts = Arc::new(TenantFacts {
+        id: row.id,
+        domain: row.domain,
+        branding: serde_json::from_value(row.branding).unwrap_or_default(),
+    });
+    cache.put_tenant_facts(generation, facts.clone());
+    Ok(facts)
 }
 
 /// Gives the device a computer name under this profile: its own `displayName`, else the name
@@ -82,40 +396,46 @@ fn matching_device(
 /// tenant. Hybrid join sends no name.
 async fn device_name_for(
     state: &AppState,
-    device: &DeviceRow,
+    entry: &DeviceEntry,
     profile_id: Uuid,
     settings: &ProfileSettings,
 ) -> ApiResult<Option<String>> {
     if settings.join_type == JoinType::Hybrid {
         return Ok(None);
     }
-    if let Some(name) = &device.display_name {
+    if let Some(name) = &entry.display_name {
         return Ok(Some(name.clone()));
     }
-    if device.assigned_name_profile_id == Some(profile_id)
-        && let Some(name) = &device.assigned_name
     {
-        return Ok(Some(name.clone()));
+        let device_state = entry.state.lock().map_err(|_| poisoned())?;
+        if device_state.assigned_name_profile_id == Some(profile_id)
+            && let Some(name) = &device_state.assigned_name
+        {
+            return Ok(Some(name.clone()));
+        }
     }
     let Some(template) = &settings.device_name_template else {
         return Ok(None);
     };
     let candidates = {
         let mut rng = rand::thread_rng();
-        device_name::candidates(template, &device.serial_number, &mut rng)
+        device_name::candidates(template, &entry.serial_number, &mut rng)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("device-name template: {e}")))?
     };
     let mut conn = state.pool.acquire().await?;
     for name in candidates {
         if unbox_db::devices::set_assigned_name(
             &mut conn,
-            device.tenant_id,
-            device.id,
+            entry.tenant_id,
+            entry.id,
             &name,
             profile_id,
         )
         .await?
         {
+            let mut device_state = entry.state.lock().map_err(|_| poisoned())?;
+            device_state.assigned_name = Some(name.clone());
+            device_state.assigned_name_profile_id = Some(profile_id);
             return Ok(Some(name));
         }
     }
@@ -125,132 +445,563 @@ async fn device_name_for(
     ))
 }
 
+/// How long a deployment under this profile may go without an event: 7 days for
+/// pre-provisioning (a technician phase and a user phase days apart), else the enrollment
+/// status page's timeout when the page is on, else 24 hours.
+fn timeout_minutes(settings: &ProfileSettings) -> i32 {
+    if settings.deployment_mode == DeploymentMode::PreProvisioned {
+        7 * 24 * 60
+    } else if settings.enrollment_status_page.enabled {
+        i32::try_from(settings.enrollment_status_page.timeout_minutes).unwrap_or(24 * 60)
+    } else {
+        24 * 60
+    }
+}
+
+fn wants_jose(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(JOSE))
+        })
+}
+
+fn batch_full() -> ApiError {
+    ApiError::unavailable("the service cannot record downloads right now; retry shortly")
+}
+
 /// A booting device fetches its profile by presenting its hardware identity.
+///
+/// With `Accept: application/jose` the same JSON comes as a compact JWS (EdDSA), signed with a
+/// key published at `/.well-known/jwks.json` (the header's `kid` names it).
 #[utoipa::path(post, path = "/device/v1/profile", tag = "device",
     request_body = DeviceProfileRequest,
     responses(
-        (status = 200, description = "The profile document and a deployment", body = DeviceProfileResponse),
+        (status = 200, description = "The profile document and a deployment; a compact JWS of it with `Accept: application/jose`",
+            content((DeviceProfileResponse = "application/json"), (String = "application/jose"))),
+        (status = 401, description = "`ProofRequired` or `InvalidProof`: the device registered a key", body = unbox_domain::api::Problem),
         (status = 404, description = "`DeviceNotRegistered`, or `NoProfileAssigned`", body = unbox_domain::api::Problem),
-        (status = 409, description = "`AmbiguousIdentity`", body = unbox_domain::api::Problem)))]
+        (status = 409, description = "`AmbiguousIdentity`: the identity's keys point at several registrations", body = unbox_domain::api::Problem),
+        (status = 422, description = "A malformed hash or identity", body = unbox_domain::api::Problem),
+        (status = 429, description = "`RateLimited`, with `Retry-After`", body = unbox_domain::api::Problem)))]
 pub async fn fetch_profile(
     State(state): State<AppState>,
+    client: ClientAddress,
+    headers: HeaderMap,
     Json(body): Json<DeviceProfileRequest>,
-) -> ApiResult<Json<DeviceProfileResponse>> {
+) -> ApiResult<Response> {
+    state.device.limits.check_address(&client)?;
     let presented =
-        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())
-            .map_err(|e| {
-                if e.status().is_client_error() {
-                    e
-                } else {
-                    not_registered()
-                }
-            })?;
+        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
     let claims = presented.claims();
     if claims.is_empty() {
         return Err(not_registered());
     }
-    let mut conn = state.pool.acquire().await?;
-    let owners = unbox_db::devices::claim_owners(&mut conn, &claims).await?;
-    let Some((tenant_id, device_id)) = matching_device(&presented.keys, &owners)? else {
-        return Err(not_registered());
+    let keys: Vec<String> = claims.iter().map(claim_key).collect();
+    state.device.limits.check_identity(&keys)?;
+
+    let owners = claim_owners(&state, &claims, &keys).await?;
+    let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice() {
+        [] => return Err(not_registered()),
+        [one] => *one,
+        many => return Err(collision(&state, &presented, many).await),
     };
-    let device = unbox_db::devices::get(&mut conn, tenant_id, device_id)
+    let entry = device_entry(&state, tenant_id, device_id)
         .await?
         .ok_or_else(not_registered)?;
-    let tenant = unbox_db::tenants::get(&mut conn, tenant_id)
-        .await?
-        .ok_or_else(not_registered)?;
-    let resolution = resolve::device(&mut conn, tenant_id, device_id).await?;
-    drop(conn);
-    let Some(winner) = resolution.winner else {
-        let mut conn = state.pool.acquire().await?;
-        unbox_db::devices::record_download(
-            &mut conn,
-            tenant_id,
-            device_id,
-            None,
-            presented.os_type,
-        )
-        .await?;
+    check_proof(&state, &entry, &body, &keys).await?;
+
+    let now = Utc::now();
+    let Some(profile_id) = effective_profile(&state, &entry).await? else {
+        record_contact(&state, &entry, &presented, now, None)?;
         return Err(ApiError::not_found("profile")
             .title("No profile assigned")
             .with_code("NoProfileAssigned"));
     };
-    let mut conn = state.pool.acquire().await?;
-    let profile_row = profiles::load(&mut conn, tenant_id, winner.profile_id).await?;
-    drop(conn);
-    let settings = profiles::settings_of(&profile_row)?;
-    let name = device_name_for(&state, &device, winner.profile_id, &settings).await?;
+    let profile = profile(&state, tenant_id, profile_id).await?;
+    let settings = &profile.settings;
+    let tenant = tenant(&state, tenant_id).await?;
+    let name = device_name_for(&state, &entry, profile_id, settings).await?;
+    let open = record_contact(
+        &state,
+        &entry,
+        &presented,
+        now,
+        Some((profile_id, settings)),
+    )?
+    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a download opened no deployment")))?;
 
-    let timeout_minutes = if settings.enrollment_status_page.enabled {
-        i32::try_from(settings.enrollment_status_page.timeout_minutes).unwrap_or(60)
-    } else if settings.deployment_mode == DeploymentMode::PreProvisioned {
-        7 * 24 * 60
-    } else {
-        24 * 60
+    let token = match &open.token {
+        Some(token) => token.to_string(),
+        None => {
+            let token = deployment_token(
+                &state.tokens,
+                tenant_id,
+                device_id,
+                open.id,
+                open.timeout_at,
+            )?;
+            if let Ok(mut device_state) = entry.state.lock()
+                && let Some(current) = device_state.open.as_mut()
+                && current.id == open.id
+                && current.timeout_at == open.timeout_at
+            {
+                current.token = Some(Arc::from(token.as_str()));
+            }
+            token
+        }
     };
-    let mut tx = state.pool.begin().await?;
-    let deployment = unbox_db::deployments::open_or_continue(
-        &mut tx,
-        tenant_id,
-        device_id,
-        Uuid::now_v7(),
-        winner.profile_id,
-        &settings.display_name,
-        timeout_minutes,
-    )
-    .await?;
-    unbox_db::devices::record_download(
-        &mut tx,
-        tenant_id,
-        device_id,
-        Some(&settings.display_name),
-        presented.os_type,
-    )
-    .await?;
-    tx.commit().await?;
-
-    let now = Utc::now();
-    let token = state
-        .tokens
-        .local_key()
-        .sign(&DeploymentClaims {
-            iss: state.tokens.issuer().to_owned(),
-            aud: DEPLOYMENT_AUDIENCE,
-            sub: deployment.id.to_string(),
-            tid: tenant_id,
-            did: device_id,
-            iat: now.timestamp(),
-            exp: deployment.timeout_at.timestamp(),
-        })
-        .map_err(ApiError::internal)?;
     let document = render_online(
-        winner.profile_id,
-        &settings,
-        TenantFacts {
+        profile_id,
+        settings,
+        DocumentTenant {
             id: tenant.id,
             domain: &tenant.domain,
         },
         OnlineFacts {
-            deployment_id: deployment.id,
+            deployment_id: open.id,
             device_id,
             device_name: name.as_deref(),
             downloaded_at: now,
         },
     );
-    let branding: Branding = serde_json::from_value(tenant.branding).unwrap_or_default();
-    Ok(Json(DeviceProfileResponse {
+    let response = DeviceProfileResponse {
         profile: document,
-        deployment: DeploymentHandle {
-            id: deployment.id,
-            token,
-        },
-        branding,
+        deployment: DeploymentHandle { id: open.id, token },
+        branding: tenant.branding.clone(),
         enrollment_status_page: settings.enrollment_status_page.clone(),
         domain_join: if settings.join_type == JoinType::Hybrid {
             settings.domain_join.clone()
         } else {
             None
         },
+    };
+    if wants_jose(&headers) {
+        let jws = state
+            .tokens
+            .local_key()
+            .sign(&response)
+            .map_err(ApiError::internal)?;
+        return Ok((
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JOSE))],
+            jws,
+        )
+            .into_response());
+    }
+    Ok(Json(response).into_response())
+}
+
+/// Records a download in memory and in the write batch: contact time, OS type, and with a
+/// profile the deployment it opens or continues (an open one of the same profile, downloaded
+/// within the hour and not timed out).
+fn record_contact(
+    state: &AppState,
+    entry: &DeviceEntry,
+    presented: &Presented,
+    now: DateTime<Utc>,
+    profile: Option<(Uuid, &ProfileSettings)>,
+) -> ApiResult<Option<OpenDeployment>> {
+    let mut device_state = entry.state.lock().map_err(|_| poisoned())?;
+    let open = profile.map(|(profile_id, settings)| {
+        let minutes = timeout_minutes(settings);
+        let window = Duration::minutes(i64::from(minutes));
+        let continued = device_state.open.clone().filter(|o| {
+            o.profile_id == profile_id
+                && o.last_download_at > now - Duration::hours(1)
+                && o.timeout_at > now
+        });
+        // A retry is not an event: the timeout (and so the token) stays as it was.
+        match continued {
+            Some(mut o) => {
+                o.last_download_at = now;
+                o
+            }
+            None => OpenDeployment {
+                id: Uuid::now_v7(),
+                profile_id,
+                opened_at: now,
+                last_download_at: now,
+                timeout_at: now + window,
+                timeout_minutes: minutes,
+                new: true,
+                token: None,
+            },
+        }
+    });
+    let profile_name = profile.map(|(_, s)| s.display_name.clone());
+    state
+        .device
+        .batch
+        .push(Download {
+            tenant_id: entry.tenant_id,
+            device_id: entry.id,
+            at: now,
+            os_type: presented.os_type.to_owned(),
+            profile_name: profile_name.clone(),
+            deployment: open.as_ref().map(|o| DownloadDeployment {
+                id: o.id,
+                new: o.new,
+                profile_id: o.profile_id,
+                opened_at: o.opened_at,
+                timeout_at: o.timeout_at,
+                timeout_minutes: o.timeout_minutes,
+            }),
+        })
+        .map_err(|_| batch_full())?;
+    // Rules may read the OS type and the downloaded profile's name: when the tenant's do, and
+    // they changed, the device resolves again once the batch holding the change is written.
+    let reads = device_state.resolved.is_none_or(|r| r.reads_download_facts);
+    if reads
+        && (device_state.os_type != presented.os_type
+            || (profile_name.is_some() && device_state.enrollment_profile_name != profile_name))
+    {
+        device_state.refresh_after_write = true;
+    }
+    presented.os_type.clone_into(&mut device_state.os_type);
+    if profile_name.is_some() {
+        device_state.enrollment_profile_name = profile_name;
+    }
+    if open.is_some() {
+        device_state.open.clone_from(&open);
+    }
+    Ok(open)
+}
+
+/// `POST /device/v1/challenge`: the identity of the device asking.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceChallengeRequest {
+    pub hardware_hash: Option<String>,
+    pub identity: Option<Identity>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChallenge {
+    /// Sign its UTF-8 bytes with the device's key; good for one profile request.
+    pub nonce: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A nonce for proof of possession. Answered for any well-formed identity, registered or not,
+/// so that it reveals nothing.
+#[utoipa::path(post, path = "/device/v1/challenge", tag = "device",
+    request_body = DeviceChallengeRequest,
+    responses(
+        (status = 200, description = "A single-use nonce", body = DeviceChallenge),
+        (status = 422, description = "A malformed hash or identity", body = unbox_domain::api::Problem),
+        (status = 429, description = "`RateLimited`, with `Retry-After`", body = unbox_domain::api::Problem)))]
+pub async fn challenge(
+    State(state): State<AppState>,
+    client: ClientAddress,
+    Json(body): Json<DeviceChallengeRequest>,
+) -> ApiResult<Json<DeviceChallenge>> {
+    state.device.limits.check_address(&client)?;
+    let presented =
+        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
+    let keys: Vec<String> = presented.claims().iter().map(claim_key).collect();
+    state.device.limits.check_identity(&keys)?;
+    let nonce = proof::nonce();
+    let lifetime = state.device.settings.nonce_lifetime;
+    let seconds = i32::try_from(lifetime.as_secs()).unwrap_or(300);
+    let mut conn = state.pool.acquire().await?;
+    unbox_db::nonces::insert(&mut conn, &nonce, &proof::subject(&keys), seconds).await?;
+    Ok(Json(DeviceChallenge {
+        nonce,
+        expires_at: Utc::now() + Duration::seconds(i64::from(seconds)),
     }))
+}
+
+/// The deployment a deployment token is for.
+#[derive(Debug, Clone)]
+pub struct DeploymentCaller(pub DeploymentClaims);
+
+impl<S> FromRequestParts<S> for DeploymentCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("send `Authorization: Bearer <deployment token>`")
+                    .with_code("InvalidDeploymentToken")
+            })?;
+        let claims = state
+            .tokens
+            .verify_own::<DeploymentClaims>(token, DEPLOYMENT_AUDIENCE)
+            .map_err(|e| {
+                ApiError::unauthorized(format!("the deployment token is not valid: {e}"))
+                    .with_code("InvalidDeploymentToken")
+            })?;
+        Ok(DeploymentCaller(claims))
+    }
+}
+
+/// A deployment phase a device reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DeploymentPhase {
+    ProfileApplied,
+    DeviceSetup,
+    AccountSetup,
+    Completed,
+}
+
+impl DeploymentPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProfileApplied => "profileApplied",
+            Self::DeviceSetup => "deviceSetup",
+            Self::AccountSetup => "accountSetup",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// The status of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PhaseStatus {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+impl PhaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "inProgress",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `POST /device/v1/events`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentEventRequest {
+    pub phase: DeploymentPhase,
+    pub status: PhaseStatus,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Longest event message kept, in characters.
+pub const MAX_EVENT_MESSAGE_CHARS: usize = 2000;
+
+/// The deployment after an event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentEventAnswer {
+    pub deployment_id: Uuid,
+    /// The deployment's status: `inProgress`, `succeeded` or `failed`.
+    pub status: String,
+    /// True when this event (phase and status) had been recorded before: nothing changed.
+    pub duplicate: bool,
+    /// While the deployment is open: a renewed deployment token, valid until `timeoutAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_at: Option<DateTime<Utc>>,
+}
+
+fn finished(status: &str) -> ApiError {
+    ApiError::conflict(
+        "DeploymentFinished",
+        format!(
+            "the deployment has finished ({status}); download the profile again to start a new one"
+        ),
+    )
+    .with("deploymentStatus", status)
+}
+
+/// The device reports a deployment phase. Any `failed` status fails the deployment, `completed`
+/// `succeeded` succeeds it, and every event pushes its timeout out. The same phase and status
+/// again is a repeat and changes nothing (200, `duplicate`); a new event for a finished
+/// deployment is a 409.
+#[utoipa::path(post, path = "/device/v1/events", tag = "device",
+    request_body = DeploymentEventRequest,
+    security(("deploymentToken" = [])),
+    responses(
+        (status = 200, description = "Recorded (or a repeat)", body = DeploymentEventAnswer),
+        (status = 401, description = "`InvalidDeploymentToken`: missing, wrong or expired", body = unbox_domain::api::Problem),
+        (status = 404, description = "`DeploymentNotFound`", body = unbox_domain::api::Problem),
+        (status = 409, description = "`DeploymentFinished`: it succeeded, failed or timed out", body = unbox_domain::api::Problem),
+        (status = 422, description = "Invalid message", body = unbox_domain::api::Problem),
+        (status = 429, description = "`RateLimited`, with `Retry-After`", body = unbox_domain::api::Problem)))]
+pub async fn post_event(
+    State(state): State<AppState>,
+    DeploymentCaller(claims): DeploymentCaller,
+    client: ClientAddress,
+    Json(body): Json<DeploymentEventRequest>,
+) -> ApiResult<Json<DeploymentEventAnswer>> {
+    state.device.limits.check_address(&client)?;
+    state
+        .device
+        .limits
+        .check_identity(&[format!("deployment:{}", claims.sub)])?;
+    if let Some(message) = &body.message
+        && (message.chars().count() > MAX_EVENT_MESSAGE_CHARS
+            || message
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')))
+    {
+        return Err(ApiError::invalid_field(
+            "message",
+            format!(
+                "must be at most {MAX_EVENT_MESSAGE_CHARS} characters, without control characters"
+            ),
+        ));
+    }
+    let (tenant_id, device_id, deployment_id) = (claims.tid, claims.did, claims.sub);
+    // The deployment may still be in the write batch.
+    if state.device.batch.holds(tenant_id, device_id)
+        && !state
+            .device
+            .batch
+            .flush(std::time::Duration::from_secs(2))
+            .await
+    {
+        return Err(ApiError::unavailable(
+            "the database is unavailable; retry shortly",
+        ));
+    }
+    let (phase, status) = (body.phase.as_str(), body.status.as_str());
+    let mut tx = state.pool.begin().await?;
+    let locked = unbox_db::deployments::lock(&mut tx, tenant_id, deployment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment").with_code("DeploymentNotFound"))?;
+    let current = if locked.lapsed {
+        "failed"
+    } else {
+        locked.status.as_str()
+    };
+    if unbox_db::device_events::find(&mut tx, tenant_id, deployment_id, phase, status)
+        .await?
+        .is_some()
+    {
+        return Ok(Json(DeploymentEventAnswer {
+            deployment_id,
+            status: current.to_owned(),
+            duplicate: true,
+            token: None,
+            timeout_at: None,
+        }));
+    }
+    if locked.lapsed {
+        unbox_db::deployments::fail_lapsed(&mut tx, tenant_id, deployment_id).await?;
+        unbox_db::deployments::set_enrollment_state(
+            &mut tx,
+            tenant_id,
+            device_id,
+            locked.opened_at,
+            "failed",
+        )
+        .await?;
+        tx.commit().await?;
+        forget_open(&state, tenant_id, device_id, deployment_id);
+        return Err(finished("failed"));
+    }
+    if locked.status != "inProgress" {
+        return Err(finished(&locked.status));
+    }
+    unbox_db::device_events::insert(
+        &mut tx,
+        tenant_id,
+        deployment_id,
+        phase,
+        status,
+        body.message.as_deref(),
+    )
+    .await?;
+    let finish = match (body.phase, body.status) {
+        (_, PhaseStatus::Failed) => Some("failed"),
+        (DeploymentPhase::Completed, PhaseStatus::Succeeded) => Some("succeeded"),
+        _ => None,
+    };
+    let advanced =
+        unbox_db::deployments::advance(&mut tx, tenant_id, deployment_id, phase, finish).await?;
+    if let Some(finish) = finish {
+        let enrollment = if finish == "succeeded" {
+            "enrolled"
+        } else {
+            "failed"
+        };
+        unbox_db::deployments::set_enrollment_state(
+            &mut tx,
+            tenant_id,
+            device_id,
+            locked.opened_at,
+            enrollment,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("device_deployment_events_total", "phase" => phase, "status" => status)
+        .increment(1);
+    if finish.is_some() {
+        forget_open(&state, tenant_id, device_id, deployment_id);
+        return Ok(Json(DeploymentEventAnswer {
+            deployment_id,
+            status: advanced.status,
+            duplicate: false,
+            token: None,
+            timeout_at: None,
+        }));
+    }
+    if let Some(entry) = state.device.cache.device(tenant_id, device_id)
+        && let Ok(mut device_state) = entry.state.lock()
+        && let Some(open) = device_state.open.as_mut()
+        && open.id == deployment_id
+    {
+        open.timeout_at = advanced.timeout_at;
+        open.token = None;
+    }
+    let token = deployment_token(
+        &state.tokens,
+        tenant_id,
+        device_id,
+        deployment_id,
+        advanced.timeout_at,
+    )?;
+    Ok(Json(DeploymentEventAnswer {
+        deployment_id,
+        status: advanced.status,
+        duplicate: false,
+        token: Some(token),
+        timeout_at: Some(advanced.timeout_at),
+    }))
+}
+
+/// The deployment has finished: the device's next download opens a new one.
+fn forget_open(state: &AppState, tenant_id: Uuid, device_id: Uuid, deployment_id: Uuid) {
+    if let Some(entry) = state.device.cache.device(tenant_id, device_id)
+        && let Ok(mut device_state) = entry.state.lock()
+        && device_state
+            .open
+            .as_ref()
+            .is_some_and(|o| o.id == deployment_id)
+    {
+        device_state.open = None;
+    }
 }

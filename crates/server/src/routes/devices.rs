@@ -71,11 +71,11 @@ fn winner_of(resolution: &Resolution) -> Option<(Uuid, chrono::DateTime<chrono::
 
 /// A single device with its assignment computed on read.
 async fn read_device(
+    state: &AppState,
     conn: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
     row: DeviceRow,
 ) -> ApiResult<Device> {
-    let resolution = resolve::device(conn, tenant_id, row.id).await?;
+    let resolution = resolve::device(state, conn, &row, resolve::Detail::Brief).await?;
     Ok(to_api(row, winner_of(&resolution)))
 }
 
@@ -151,20 +151,8 @@ fn check_upn(errors: &mut Vec<FieldError>, value: Option<&str>) {
     }
 }
 
-/// Registers one device by hardware hash or Linux identity.
-#[utoipa::path(post, path = "/v1/devices", tag = "devices", security(("bearer" = ["devices.write"])),
-    request_body = DeviceCreate,
-    responses(
-        (status = 201, description = "Registered", body = Device),
-        (status = 409, description = "`ZtdDeviceAlreadyAssigned` (with `deviceId`) or `ZtdDeviceAssignedToOtherTenant`", body = unbox_domain::api::Problem),
-        (status = 422, description = "`InvalidZtdHardwareHash` and other invalid input", body = unbox_domain::api::Problem)))]
-pub async fn create_device(
-    State(state): State<AppState>,
-    caller: Authorized<scope::DevicesWrite>,
-    Json(body): Json<DeviceCreate>,
-) -> ApiResult<impl IntoResponse> {
-    let presented =
-        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
+/// The field errors of a registration request (`POST /v1/devices`, and each row of an import).
+pub(crate) fn field_errors(body: &DeviceCreate) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_text(
         &mut errors,
@@ -186,24 +174,27 @@ pub async fn create_device(
     {
         errors.push(FieldError::new("devicePublicKey", message));
     }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
-    if !presented.keys.has_strong_key() {
-        return Err(ApiError::unprocessable(
-            "InvalidZtdHardwareHash",
-            format!(
-                "the identity has no strong key: the serial `{}` is a placeholder (or the manufacturer is missing) and there is no TPM digest",
-                presented.identity.serial_number
-            ),
-        )
-        .with("errorCode", 802));
-    }
-    let claims = presented.claims();
-    let identity_json = serde_json::to_value(&presented.identity).map_err(ApiError::internal)?;
-    let new = NewDevice {
-        tenant_id: caller.tenant_id,
-        id: Uuid::now_v7(),
+    errors
+}
+
+/// Why an identity without a strong key cannot be registered (802).
+pub(crate) fn no_strong_key(presented: &presented_identity::Presented) -> String {
+    format!(
+        "the identity has no strong key: the serial `{}` is a placeholder (or the manufacturer is missing) and there is no TPM digest",
+        presented.identity.serial_number
+    )
+}
+
+/// The device row a validated registration request makes.
+pub(crate) fn new_device(
+    tenant_id: Uuid,
+    id: Uuid,
+    presented: &presented_identity::Presented,
+    body: &DeviceCreate,
+) -> Result<NewDevice, serde_json::Error> {
+    Ok(NewDevice {
+        tenant_id,
+        id,
         serial_number: presented.identity.serial_number.clone(),
         manufacturer: Some(presented.identity.manufacturer.clone()).filter(|s| !s.is_empty()),
         model: Some(presented.identity.model.clone()).filter(|s| !s.is_empty()),
@@ -215,10 +206,39 @@ pub async fn create_device(
         os_type: presented.os_type.to_owned(),
         os_version: presented.os_version.clone(),
         hardware_hash: presented.hash.as_ref().map(|h| h.normalized_base64()),
-        identity: identity_json,
+        identity: serde_json::to_value(&presented.identity)?,
         tpm_ek_sha256: presented.identity.tpm_ek_sha256.clone(),
         device_public_key: body.device_public_key.clone(),
-    };
+    })
+}
+
+/// Registers one device by hardware hash or Linux identity.
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", security(("bearer" = ["devices.write"])),
+    request_body = DeviceCreate,
+    responses(
+        (status = 201, description = "Registered", body = Device),
+        (status = 409, description = "`ZtdDeviceAlreadyAssigned` (with `deviceId`) or `ZtdDeviceAssignedToOtherTenant`", body = unbox_domain::api::Problem),
+        (status = 422, description = "`InvalidZtdHardwareHash` and other invalid input", body = unbox_domain::api::Problem)))]
+pub async fn create_device(
+    State(state): State<AppState>,
+    caller: Authorized<scope::DevicesWrite>,
+    Json(body): Json<DeviceCreate>,
+) -> ApiResult<impl IntoResponse> {
+    let presented =
+        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
+    let errors = field_errors(&body);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    if !presented.keys.has_strong_key() {
+        return Err(
+            ApiError::unprocessable("InvalidZtdHardwareHash", no_strong_key(&presented))
+                .with("errorCode", 802),
+        );
+    }
+    let claims = presented.claims();
+    let new = new_device(caller.tenant_id, Uuid::now_v7(), &presented, &body)
+        .map_err(ApiError::internal)?;
 
     let mut tx = state.pool.begin().await?;
     let owners = unbox_db::devices::claim_owners(&mut tx, &claims).await?;
@@ -239,7 +259,7 @@ pub async fn create_device(
             )
         }));
     }
-    let device = read_device(&mut tx, caller.tenant_id, row.clone()).await?;
+    let device = read_device(&state, &mut tx, row.clone()).await?;
     audit::record(
         &mut tx,
         &caller,
@@ -254,33 +274,76 @@ pub async fn create_device(
     Ok(device_response(StatusCode::CREATED, row.revision, device))
 }
 
+/// Why a machine cannot be registered in a tenant: another registration holds its keys.
+/// Shared by `POST /v1/devices` and imports, so both answer 806 and 808 alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimConflict {
+    /// 806 `ZtdDeviceAlreadyAssigned`: registered in the same tenant, as this device.
+    AlreadyAssigned(Uuid),
+    /// 808 `ZtdDeviceAssignedToOtherTenant`: registered to another tenant (which is not named).
+    OtherTenant,
+}
+
+impl ClaimConflict {
+    /// The conflict the owners of a machine's keys make for `tenant_id`, if any: its own
+    /// registration first, else another tenant's.
+    pub(crate) fn of(
+        tenant_id: Uuid,
+        owners: &[unbox_db::devices::ClaimOwner],
+    ) -> Option<ClaimConflict> {
+        let owner = owners
+            .iter()
+            .find(|o| o.tenant_id == tenant_id)
+            .or_else(|| owners.first())?;
+        Some(if owner.tenant_id == tenant_id {
+            ClaimConflict::AlreadyAssigned(owner.device_id)
+        } else {
+            ClaimConflict::OtherTenant
+        })
+    }
+
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            ClaimConflict::AlreadyAssigned(_) => 806,
+            ClaimConflict::OtherTenant => 808,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ClaimConflict::AlreadyAssigned(_) => "ZtdDeviceAlreadyAssigned",
+            ClaimConflict::OtherTenant => "ZtdDeviceAssignedToOtherTenant",
+        }
+    }
+
+    pub(crate) fn message(self) -> String {
+        match self {
+            ClaimConflict::AlreadyAssigned(device_id) => {
+                format!("this machine is already registered in this tenant as device {device_id}")
+            }
+            // Nothing about the other tenant is revealed.
+            ClaimConflict::OtherTenant => {
+                "this machine is registered to another organisation, which must deregister it first"
+                    .to_owned()
+            }
+        }
+    }
+
+    pub(crate) fn into_error(self) -> ApiError {
+        let error = ApiError::conflict(self.name(), self.message()).with("errorCode", self.code());
+        match self {
+            ClaimConflict::AlreadyAssigned(device_id) => error.with("deviceId", device_id),
+            ClaimConflict::OtherTenant => error,
+        }
+    }
+}
+
 /// The 409 for keys that another registration holds, if any does.
 fn claim_conflict(
     caller: &TenantCaller,
     owners: &[unbox_db::devices::ClaimOwner],
 ) -> Option<ApiError> {
-    let owner = owners
-        .iter()
-        .find(|o| o.tenant_id == caller.tenant_id)
-        .or_else(|| owners.first())?;
-    Some(if owner.tenant_id == caller.tenant_id {
-        ApiError::conflict(
-            "ZtdDeviceAlreadyAssigned",
-            format!(
-                "this machine is already registered in this tenant as device {}",
-                owner.device_id
-            ),
-        )
-        .with("errorCode", 806)
-        .with("deviceId", owner.device_id)
-    } else {
-        // Nothing about the other tenant is revealed.
-        ApiError::conflict(
-            "ZtdDeviceAssignedToOtherTenant",
-            "this machine is registered to another organisation, which must deregister it first",
-        )
-        .with("errorCode", 808)
-    })
+    ClaimConflict::of(caller.tenant_id, owners).map(ClaimConflict::into_error)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -368,12 +431,41 @@ pub async fn list_devices(
     State(state): State<AppState>,
     caller: Authorized<scope::DevicesRead>,
     Query(params): Query<DeviceListParams>,
-) -> ApiResult<Json<Page<Device>>> {
+) -> ApiResult<impl IntoResponse> {
     let filter = params.filter()?;
     let mut conn = state.pool.acquire().await?;
-    Ok(Json(
-        list_page(&mut conn, caller.tenant_id, &filter, &params.page()).await?,
+    let page = list_page(&mut conn, caller.tenant_id, &filter, &params.page()).await?;
+    Ok((
+        freshness_headers(&mut conn, caller.tenant_id).await?,
+        Json(page),
     ))
+}
+
+/// Lists over many devices follow the stored membership of dynamic groups: these headers say
+/// how fresh it is (`Unbox-Membership-Status`: `updateComplete` or `evaluating`;
+/// `Unbox-Membership-As-Of`: when the oldest live dynamic group was last complete).
+pub async fn freshness_headers(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+) -> ApiResult<axum::http::HeaderMap> {
+    let freshness = unbox_db::memberships::freshness(conn, tenant_id).await?;
+    let mut headers = axum::http::HeaderMap::new();
+    let status = if freshness.evaluating {
+        "evaluating"
+    } else {
+        "updateComplete"
+    };
+    headers.insert(
+        "unbox-membership-status",
+        axum::http::HeaderValue::from_static(status),
+    );
+    if let Some(as_of) = freshness.as_of {
+        let text = as_of.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            headers.insert("unbox-membership-as-of", value);
+        }
+    }
+    Ok(headers)
 }
 
 async fn load(conn: &mut sqlx::PgConnection, tenant_id: Uuid, id: Uuid) -> ApiResult<DeviceRow> {
@@ -394,7 +486,7 @@ pub async fn get_device(
     let mut conn = state.pool.acquire().await?;
     let row = load(&mut conn, caller.tenant_id, id).await?;
     let revision = row.revision;
-    let device = read_device(&mut conn, caller.tenant_id, row).await?;
+    let device = read_device(&state, &mut conn, row).await?;
     Ok(([(header::ETAG, etag(revision))], Json(device)))
 }
 
@@ -423,7 +515,7 @@ pub async fn patch_device(
         .ok_or_else(|| ApiError::not_found("device"))?;
     check_if_match(&headers, revision)?;
     let row = load(&mut tx, caller.tenant_id, id).await?;
-    let before = read_device(&mut tx, caller.tenant_id, row.clone()).await?;
+    let before = read_device(&state, &mut tx, row.clone()).await?;
     let mut editable = serde_json::json!({
         "groupTag": row.group_tag, "purchaseOrderId": row.purchase_order_id,
         "userPrincipalName": row.user_principal_name, "displayName": row.display_name,
@@ -513,7 +605,7 @@ pub async fn patch_device(
     )
     .await?;
     let revision = updated.revision;
-    let after = read_device(&mut tx, caller.tenant_id, updated).await?;
+    let after = read_device(&state, &mut tx, updated).await?;
     audit::record(
         &mut tx,
         &caller,
@@ -544,7 +636,7 @@ pub async fn delete_device(
         .ok_or_else(|| ApiError::not_found("device"))?;
     check_if_match(&headers, revision)?;
     let row = load(&mut tx, caller.tenant_id, id).await?;
-    let before = read_device(&mut tx, caller.tenant_id, row).await?;
+    let before = read_device(&state, &mut tx, row).await?;
     unbox_db::devices::delete(&mut tx, caller.tenant_id, id).await?;
     audit::record(
         &mut tx,
@@ -570,8 +662,8 @@ pub async fn explain_assignment(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Resolution>> {
     let mut conn = state.pool.acquire().await?;
-    load(&mut conn, caller.tenant_id, id).await?;
+    let row = load(&mut conn, caller.tenant_id, id).await?;
     Ok(Json(
-        resolve::device(&mut conn, caller.tenant_id, id).await?,
+        resolve::device(&state, &mut conn, &row, resolve::Detail::Explained).await?,
     ))
 }

@@ -5,8 +5,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use unbox_db::groups::{GroupFields, GroupRow};
 use unbox_domain::api::{
-    FieldError, Group, GroupCreate, GroupMember, GroupPatch, MembersAdd, MembershipType, Page,
-    ProcessingState, ProcessingStatus,
+    FieldError, Group, GroupCreate, GroupMember, GroupPatch, MemberPage, MembersAdd,
+    MembershipType, Page, ProcessingState, ProcessingStatus,
 };
 use unbox_domain::profile::merge_patch;
 use uuid::Uuid;
@@ -21,12 +21,28 @@ use crate::state::AppState;
 /// At most this many devices per `POST …/members`.
 const MAX_MEMBERS_PER_REQUEST: usize = 10_000;
 
+fn processing_status(row: &GroupRow) -> ProcessingStatus {
+    let status = if row.membership_type == "dynamic" && row.processing_state == "paused" {
+        "paused"
+    } else if row.membership_revision < row.rule_revision {
+        "evaluating"
+    } else {
+        "updateComplete"
+    };
+    ProcessingStatus {
+        status: status.to_owned(),
+        as_of: row.membership_as_of,
+        member_count: row.member_count,
+    }
+}
+
 fn to_api(row: GroupRow) -> Group {
     let membership_type = if row.membership_type == "dynamic" {
         MembershipType::Dynamic
     } else {
         MembershipType::Static
     };
+    let processing_status = processing_status(&row);
     Group {
         id: row.id,
         display_name: row.display_name,
@@ -38,15 +54,22 @@ fn to_api(row: GroupRow) -> Group {
         } else {
             ProcessingState::On
         },
-        // Static membership is written directly, so it is always complete.
-        processing_status: ProcessingStatus {
-            status: "updateComplete".to_owned(),
-            as_of: Some(chrono::Utc::now()),
-            member_count: row.member_count,
-        },
+        processing_status,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
+}
+
+/// The problem for a rule that does not compile, with its diagnostics.
+pub fn invalid_rule(diagnostics: &[unbox_rules::Diagnostic]) -> ApiError {
+    let first = diagnostics
+        .iter()
+        .find(|d| d.severity == unbox_rules::Severity::Error)
+        .map_or_else(
+            || "the membership rule is invalid".to_owned(),
+            |d| d.message.clone(),
+        );
+    ApiError::unprocessable("InvalidMembershipRule", first).with("diagnostics", diagnostics)
 }
 
 /// Checks a group's fields.
@@ -73,11 +96,15 @@ fn validate(fields: &GroupFields) -> ApiResult<()> {
             "membershipRule",
             "applies only to dynamic groups",
         )),
-        ("dynamic", _) => {
-            return Err(ApiError::unprocessable(
-                "DynamicGroupsUnavailable",
-                "this server does not evaluate membership rules yet; create a static group",
-            ));
+        ("dynamic", None) => errors.push(FieldError::new(
+            "membershipRule",
+            "a dynamic group needs a membership rule",
+        )),
+        ("dynamic", Some(rule)) => {
+            let checked = unbox_rules::check(rule);
+            if checked.rule.is_none() {
+                return Err(invalid_rule(&checked.diagnostics));
+            }
         }
         _ => {}
     }
@@ -125,7 +152,7 @@ pub async fn create_group(
         audit::snapshot(&group),
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     let location = format!("/v1/groups/{}", group.id);
     Ok((
         StatusCode::CREATED,
@@ -223,7 +250,7 @@ pub async fn patch_group(
         audit::snapshot(&after),
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     Ok(([(header::ETAG, etag(revision))], Json(after)))
 }
 
@@ -254,27 +281,32 @@ pub async fn delete_group(
         None,
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The group's members.
+/// The group's members, from its stored membership, with how fresh that is (for a dynamic
+/// group the device call evaluates the rule itself; this list follows the background
+/// recompute).
 #[utoipa::path(get, path = "/v1/groups/{id}/members", tag = "groups", security(("bearer" = ["groups.read"])),
     params(("id" = Uuid, Path, description = "The group id"), PageParams),
-    responses((status = 200, body = Page<GroupMember>), (status = 404, body = unbox_domain::api::Problem)))]
+    responses((status = 200, body = MemberPage), (status = 404, body = unbox_domain::api::Problem)))]
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Authorized<scope::GroupsRead>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,
-) -> ApiResult<Json<Page<GroupMember>>> {
+) -> ApiResult<Json<MemberPage>> {
     let limit = params.limit();
     let mut conn = state.pool.acquire().await?;
-    load(&mut conn, caller.tenant_id, id).await?;
-    let rows =
-        unbox_db::groups::members(&mut conn, caller.tenant_id, id, params.after()?, limit + 1)
-            .await?;
-    Ok(Json(page(
+    let group = load(&mut conn, caller.tenant_id, id).await?;
+    let after = params.after()?;
+    let rows = if group.membership_type == "dynamic" {
+        unbox_db::groups::dynamic_members(&mut conn, caller.tenant_id, id, after, limit + 1).await?
+    } else {
+        unbox_db::groups::members(&mut conn, caller.tenant_id, id, after, limit + 1).await?
+    };
+    let page = page(
         rows,
         limit,
         |r| r.device_id,
@@ -284,7 +316,12 @@ pub async fn list_members(
             display_name: r.display_name,
             added_at: r.added_at,
         },
-    )))
+    );
+    Ok(Json(MemberPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+        processing_status: processing_status(&group),
+    }))
 }
 
 async fn static_group(

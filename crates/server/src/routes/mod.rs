@@ -3,12 +3,17 @@
 
 pub mod audit_log;
 pub mod clients;
+pub mod deployments;
 pub mod device_api;
 pub mod devices;
+pub mod export;
 pub mod groups;
+pub mod imports;
 pub mod oauth;
 pub mod ops;
+pub mod partners;
 pub mod profiles;
+pub mod rules;
 pub mod tenant;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -30,6 +35,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::delete_client))
         .routes(routes!(devices::create_device, devices::list_devices))
+        .routes(routes!(export::export_devices))
         .routes(routes!(
             devices::get_device,
             devices::patch_device,
@@ -49,6 +55,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(profiles::delete_assignment))
         .routes(routes!(profiles::profile_devices))
         .routes(routes!(profiles::offline_configuration))
+        .routes(routes!(rules::validate_rule))
+        .routes(routes!(rules::evaluate_rule))
         .routes(routes!(groups::create_group, groups::list_groups))
         .routes(routes!(
             groups::get_group,
@@ -58,5 +66,20 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::list_members, groups::add_members))
         .routes(routes!(groups::remove_member))
         .routes(routes!(audit_log::list_audit_log))
+        .routes(routes!(imports::create_import, imports::list_imports))
+        .routes(routes!(imports::get_import))
+        .routes(routes!(imports::list_items))
+        .routes(routes!(imports::create_partner_import))
+        .routes(routes!(imports::get_partner_import))
+        .routes(routes!(imports::list_partner_items))
+        .routes(routes!(
+            partners::authorize_partner,
+            partners::list_partner_authorizations
+        ))
+        .routes(routes!(partners::revoke_partner))
         .routes(routes!(device_api::fetch_profile))
+        .routes(routes!(device_api::challenge))
+        .routes(routes!(device_api::post_event))
+        .routes(routes!(deployments::device_timeline))
+        .routes(routes!(deployments::report))
 }

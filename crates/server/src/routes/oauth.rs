@@ -24,6 +24,15 @@ pub struct TokenRequest {
     pub scope: Option<String>,
 }
 
+/// A tenant's or a partner's client, as the token endpoint checks it.
+struct StoredClient {
+    id: Uuid,
+    tenant_id: Option<Uuid>,
+    partner_id: Option<Uuid>,
+    scopes: Vec<String>,
+    secret_hash: String,
+}
+
 fn invalid_client() -> ApiError {
     ApiError::unauthorized("the client id or secret is wrong").title("Invalid client")
 }
@@ -64,7 +73,25 @@ pub async fn token(
     let stored = match client_id.parse::<Uuid>() {
         Ok(id) => {
             let mut conn = state.pool.acquire().await?;
-            unbox_db::clients::credentials(&mut conn, id).await?
+            match unbox_db::clients::credentials(&mut conn, id).await? {
+                Some(c) => Some(StoredClient {
+                    id: c.id,
+                    tenant_id: Some(c.tenant_id),
+                    partner_id: None,
+                    scopes: c.scopes,
+                    secret_hash: c.secret_hash,
+                }),
+                // Partners' clients (OEMs, resellers) get tokens with `pid`.
+                None => unbox_db::partners::credentials(&mut conn, id)
+                    .await?
+                    .map(|c| StoredClient {
+                        id: c.id,
+                        tenant_id: None,
+                        partner_id: Some(c.partner_id),
+                        scopes: c.scopes,
+                        secret_hash: c.secret_hash,
+                    }),
+            }
         }
         Err(_) => None,
     };
@@ -89,7 +116,7 @@ pub async fn token(
     debug_assert!(scopes.iter().all(|s| Scope::parse(s).is_some()));
     let token = state
         .tokens
-        .issue(client.id, Some(client.tenant_id), None, &scopes)
+        .issue(client.id, client.tenant_id, client.partner_id, &scopes)
         .map_err(ApiError::internal)?;
     Ok(Json(TokenResponse {
         access_token: token,

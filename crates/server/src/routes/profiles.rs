@@ -95,7 +95,7 @@ pub async fn create_profile(
         audit::snapshot(&profile),
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     let location = format!("/v1/profiles/{}", row.id);
     Ok((
         StatusCode::CREATED,
@@ -187,7 +187,7 @@ pub async fn patch_profile(
         audit::snapshot(&after),
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     Ok(([(header::ETAG, etag(row.revision))], Json(after)))
 }
 
@@ -218,7 +218,7 @@ pub async fn delete_profile(
         None,
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -279,13 +279,23 @@ pub async fn create_assignment(
     unbox_db::profiles::lock(&mut tx, caller.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("profile"))?;
+    let mut warnings = Vec::new();
     let (group_id, device_id) = match body.target {
         AssignmentTarget::Group { group_id } => {
-            if unbox_db::groups::get(&mut tx, caller.tenant_id, group_id)
+            let group = unbox_db::groups::get(&mut tx, caller.tenant_id, group_id)
                 .await?
-                .is_none()
-            {
-                return Err(ApiError::invalid_field("target.groupId", "no such group"));
+                .ok_or_else(|| ApiError::invalid_field("target.groupId", "no such group"))?;
+            let reads_profile_name = group
+                .membership_rule
+                .as_deref()
+                .and_then(|rule| unbox_rules::check(rule).rule)
+                .is_some_and(|rule| rule.reads(unbox_rules::Property::EnrollmentProfileName));
+            if reads_profile_name {
+                warnings.push(format!(
+                    "the rule of group `{}` reads enrollmentProfileName, the profile a device last downloaded: \
+                     targeting a profile at it can make a device alternate between profiles from boot to boot",
+                    group.display_name
+                ));
             }
             (Some(group_id), None)
         }
@@ -317,7 +327,8 @@ pub async fn create_assignment(
                 "the profile already has this assignment",
             )
         })?;
-    let assignment = assignment_to_api(row)?;
+    let mut assignment = assignment_to_api(row)?;
+    assignment.warnings = warnings;
     audit::record(
         &mut tx,
         &caller,
@@ -328,7 +339,7 @@ pub async fn create_assignment(
         audit::snapshot(&assignment),
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     let location = format!("/v1/profiles/{id}/assignments/{}", assignment.id);
     Ok((
         StatusCode::CREATED,
@@ -361,7 +372,7 @@ pub async fn delete_assignment(
         None,
     )
     .await?;
-    tx.commit().await?;
+    crate::cache::commit_tenant_change(&state, tx, caller.tenant_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -374,15 +385,17 @@ pub async fn profile_devices(
     caller: Authorized<scope::DevicesRead>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,
-) -> ApiResult<Json<Page<Device>>> {
+) -> ApiResult<impl IntoResponse> {
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, caller.tenant_id, id).await?;
     let filter = unbox_db::devices::ListFilter {
         profile_id: Some(id),
         ..Default::default()
     };
-    Ok(Json(
-        devices::list_page(&mut conn, caller.tenant_id, &filter, &params).await?,
+    let page = devices::list_page(&mut conn, caller.tenant_id, &filter, &params).await?;
+    Ok((
+        devices::freshness_headers(&mut conn, caller.tenant_id).await?,
+        Json(page),
     ))
 }
 

@@ -1,0 +1,700 @@
+//! The boot storm (design.md, "Performance targets"): 100,000 registered devices fetch their
+//! profiles from a load generator on loopback, at 64 and 256 connections, against `pgbench -S
+//! -M prepared` with the same client counts on the same PostgreSQL in the same run; then the
+//! database is stopped and started again mid-storm.
+//!
+//! `cargo bench -p unbox-server --bench boot_storm` (needs PostgreSQL's server binaries and
+//! pgbench: `apt-get install -y postgresql postgresql-contrib`). It starts a private cluster of
+//! its own on a free port (never the machine's shared server), seeds it, starts `unboxd` (release
+//! build, rate limits off, log level `warn`) and drives it with keep-alive HTTP/1.1 connections,
+//! each cycling through its share of the devices' request bodies (Windows 4K hashes with a TPM).
+//! Environment: BOOT_STORM_DEVICES (100000), BOOT_STORM_SECONDS (20).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use sqlx::Connection;
+use unbox_domain::hardware_hash::{HashSpec, build};
+use uuid::Uuid;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().expect("running a command");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private PostgreSQL cluster, run as the `postgres` user when we are root.
+struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn as_postgres(program: &str) -> Command {
+        let path = format!("{PG_BIN}/{program}");
+        if nix::unistd::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn init() -> Cluster {
+        let dir = PathBuf::from(format!("/tmp/unbox-boot-storm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            run(Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]));
+        }
+        let port = free_port();
+        run(Self::as_postgres("initdb")
+            .args([
+                "-D",
+                dir.join("data").to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .stdout(Stdio::null()));
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nmax_connections = 400\nshared_buffers = '1GB'\n",
+            dir.display()
+        );
+        let path = dir.join("data/postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&path, text).unwrap();
+        let cluster = Cluster { dir, port };
+        cluster.start();
+        cluster
+    }
+
+    fn start(&self) {
+        run(Self::as_postgres("pg_ctl")
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-l",
+                self.dir.join("log").to_str().unwrap(),
+                "-w",
+                "start",
+            ])
+            .stdout(Stdio::null()));
+    }
+
+    fn stop(&self) {
+        run(Self::as_postgres("pg_ctl")
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null()));
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Self::as_postgres("pg_ctl")
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Unboxd(Child);
+
+impl Drop for Unboxd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// One request's outcome: latency in µs, HTTP status (0: connection error), ms since start.
+type Sample = (u32, u16, u32);
+
+async fn connect(address: SocketAddr) -> http1::SendRequest<Full<Bytes>> {
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(address).await {
+            let _ = stream.set_nodelay(true);
+            if let Ok((sender, connection)) = http1::handshake(TokioIo::new(stream)).await {
+                tokio::spawn(connection);
+                return sender;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `connections` keep-alive connections; connection `c` sends the bodies c, c + n, c + 2n …
+/// (each device once with `once`, else cycling until `duration`).
+async fn storm(
+    address: SocketAddr,
+    bodies: Arc<Vec<Bytes>>,
+    connections: usize,
+    once: bool,
+    duration: Duration,
+) -> (Vec<Sample>, Duration) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let bodies = bodies.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(4096);
+            let mut sender = connect(address).await;
+            let mut i = c;
+            loop {
+                if once && i >= bodies.len() {
+                    break;
+                }
+                if !once && started.elapsed() >= duration {
+                    break;
+                }
+                let request = hyper::Request::post("/device/v1/profile")
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .body(Full::new(bodies[i % bodies.len()].clone()))
+                    .unwrap();
+                let sent = Instant::now();
+                let status = match sender.send_request(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.into_body().collect().await;
+                        status
+                    }
+                    Err(_) => {
+                        sender = connect(address).await;
+                        0
+                    }
+                };
+                samples.push((
+                    u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
+                    status,
+                    u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+                ));
+                i += connections;
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[index]) / 1000.0
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+fn figures(samples: &[Sample], elapsed: Duration) -> Figures {
+    let mut ok: Vec<u32> = samples.iter().filter(|s| s.1 == 200).map(|s| s.0).collect();
+    ok.sort_unstable();
+    Figures {
+        rate: ok.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&ok, 0.50),
+        p99_ms: percentile(&ok, 0.99),
+        errors: samples.len() - ok.len(),
+    }
+}
+
+/// `pgbench -S -M prepared` with `clients`: tps and latency percentiles from its per-transaction log.
+fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> Figures {
+    let logs = cluster.dir.join(format!("pgbench-{clients}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let out = Command::new(format!("{PG_BIN}/pgbench"))
+        .args(["-S", "-M", "prepared", "-n", "-j", "2"])
+        .args(["-c", &clients.to_string(), "-T", &seconds.to_string()])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg("-l")
+        .arg(format!("--log-prefix={}", logs.join("tx").display()))
+        .arg("pgbench")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        latencies.extend(
+            body.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok()),
+        );
+    }
+    latencies.sort_unstable();
+    let _ = std::fs::remove_dir_all(&logs);
+    Figures {
+        rate: tps,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        errors: 0,
+    }
+}
+
+/// The request body of device `i`, and its registration row.
+struct Machine {
+    body: Bytes,
+    id: Uuid,
+    serial: String,
+    hash: String,
+    identity: serde_json::Value,
+    tpm: Option<String>,
+    claims: Vec<(String, String)>,
+}
+
+fn machine(i: usize) -> Machine {
+    let serial = format!("BS{i:07}");
+    // A distinct EK modulus per machine, so a distinct TPM digest.
+    let modulus: Vec<u8> = serial.bytes().cycle().take(256).collect();
+    let hash = build(&HashSpec {
+        manufacturer: "Dell Inc.".into(),
+        model: "Latitude 7440".into(),
+        serial: serial.clone(),
+        macs: vec![[0x02, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]],
+        tpm_ek_modulus: Some(modulus),
+        ..HashSpec::default()
+    })
+    .unwrap();
+    let presented = unbox_server::presented_identity::from_request(Some(&hash), None).unwrap();
+    Machine {
+        body: Bytes::from(serde_json::to_vec(&json!({ "hardwareHash": hash })).unwrap()),
+        id: Uuid::now_v7(),
+        serial,
+        identity: serde_json::to_value(&presented.identity).unwrap(),
+        tpm: presented.identity.tpm_ek_sha256.clone(),
+        claims: presented
+            .claims()
+            .into_iter()
+            .map(|c| (c.kind, c.key))
+            .collect(),
+        hash: presented.hash.unwrap().normalized_base64(),
+    }
+}
+
+/// Registers the machines straight into the database, set-based, as an import does.
+async fn seed(url: &str, tenant: Uuid, machines: &[Machine]) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for chunk in machines.chunks(5_000) {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO devices (tenant_id, id, serial_number, manufacturer, model, os_type,
+                    hardware_hash, identity, tpm_ek_sha256)
+             SELECT $1, u.id, u.serial, 'Dell Inc.', 'Latitude 7440', 'Windows', u.hash, u.identity, u.tpm
+             FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
+                  AS u (id, serial, hash, identity, tpm)",
+        )
+        .bind(tenant)
+        .bind(chunk.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|m| m.serial.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|m| m.hash.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|m| m.identity.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|m| m.tpm.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let claims: Vec<(&Machine, &(String, String))> = chunk
+            .iter()
+            .flat_map(|m| m.claims.iter().map(move |c| (m, c)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO identity_claims (kind, key, tenant_id, device_id)
+             SELECT u.kind, u.key, $1, u.device FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS u (kind, key, device)",
+        )
+        .bind(tenant)
+        .bind(claims.iter().map(|(_, c)| c.0.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|(_, c)| c.1.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|(m, _)| m.id).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn line(name: &str, f: Figures) {
+    println!(
+        "{name:<34} {:>10.0} /s   p50 {:>7.2} ms   p99 {:>7.2} ms   non-200: {}",
+        f.rate, f.p50_ms, f.p99_ms, f.errors
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let devices = usize::try_from(env_number("BOOT_STORM_DEVICES", 100_000)).unwrap();
+    let seconds = env_number("BOOT_STORM_SECONDS", 20);
+    let run_for = Duration::from_secs(seconds);
+    eprintln!("boot storm: {devices} devices, {seconds} s per run; starting a private PostgreSQL");
+    let cluster = Cluster::init();
+    let mut admin = sqlx::PgConnection::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    for db in ["unbox", "pgbench"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    run(Command::new(format!("{PG_BIN}/pgbench"))
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "10",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "pgbench",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()));
+
+    let data = cluster.dir.join("unboxd");
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let unboxd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_unboxd"));
+        c.args(args)
+            .args([
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &address.to_string(),
+            ])
+            .args([
+                "--device-rate-per-identity",
+                "0",
+                "--device-rate-per-address",
+                "0",
+            ])
+            .env("DATABASE_URL", cluster.url("unbox"))
+            .env("UNBOX_LOG", "warn");
+        c
+    };
+    let out = unboxd(&[
+        "admin",
+        "bootstrap",
+        "--tenant-name",
+        "Storm",
+        "--tenant-domain",
+        "storm.example",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenant: Uuid = made["tenantId"].as_str().unwrap().parse().unwrap();
+
+    eprintln!("building and registering {devices} hardware hashes");
+    let machines =
+        tokio::task::spawn_blocking(move || (0..devices).map(machine).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    seed(&cluster.url("unbox"), tenant, &machines).await;
+    let bodies: Arc<Vec<Bytes>> = Arc::new(machines.iter().map(|m| m.body.clone()).collect());
+    drop(machines);
+    let mut db = sqlx::PgConnection::connect(&cluster.url("unbox"))
+        .await
+        .unwrap();
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let server = Unboxd(
+        unboxd(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://{address}");
+    wait_for("unboxd", Duration::from_secs(60), async || {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // The registrations queued every device for dynamic-group membership: let that settle, so
+    // the background recompute does not run during the storm.
+    wait_for(
+        "the membership queue",
+        Duration::from_secs(600),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM membership_dirty_devices")
+                .fetch_one(&mut db)
+                .await
+                .is_ok_and(|n| n == 0)
+        },
+    )
+    .await;
+    let token: serde_json::Value = http
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", made["clientId"].as_str().unwrap()),
+            ("client_secret", made["clientSecret"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let profile: serde_json::Value = http
+        .post(format!("{base}/v1/profiles"))
+        .bearer_auth(&token)
+        .json(&json!({"displayName": "Boot storm", "deviceNameTemplate": "BS-%SERIAL%",
+            "oobe": {"hideEula": true}, "enrollmentStatusPage": {"enabled": true, "timeoutMinutes": 120}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let assigned = http
+        .post(format!(
+            "{base}/v1/profiles/{}/assignments",
+            profile["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"target": {"kind": "allDevices"}, "mode": "include"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), 201);
+
+    println!(
+        "\nBoot storm: {devices} devices (Windows 4K hashes with TPM), loopback HTTP/1.1 keep-alive;"
+    );
+    println!(
+        "unboxd release build, rate limits off (--device-rate-per-identity 0 --device-rate-per-address 0), log level warn.\n"
+    );
+
+    // First boot of every device: nothing cached yet, every deployment opened, every name made.
+    let (samples, elapsed) = storm(address, bodies.clone(), 64, true, run_for).await;
+    let cold = figures(&samples, elapsed);
+    line("first download of each device, 64", cold);
+    // Every deployment is visible to reads within a second.
+    let mut deployments = async || {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deployments")
+            .fetch_one(&mut db)
+            .await
+            .unwrap_or(0)
+    };
+    let answered = Instant::now();
+    let mut visible = deployments().await;
+    while visible < devices as i64 && answered.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        visible = deployments().await;
+    }
+    println!(
+        "  deployments in the database: {visible} of {devices}, {} ms after the last answer",
+        answered.elapsed().as_millis()
+    );
+
+    // The first downloads changed every device's `enrollmentProfileName`, which rules may read:
+    // let the background membership recompute they queued finish first.
+    wait_for(
+        "the membership queue",
+        Duration::from_secs(600),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM membership_dirty_devices")
+                .fetch_one(&mut db)
+                .await
+                .is_ok_and(|n| n == 0)
+        },
+    )
+    .await;
+
+    let mut results = Vec::new();
+    for clients in [64usize, 256] {
+        let (samples, elapsed) = storm(address, bodies.clone(), clients, false, run_for).await;
+        let unbox = figures(&samples, elapsed);
+        let pg = pgbench(&cluster, clients, seconds);
+        line(
+            &format!("unbox profile fetch, {clients} connections"),
+            unbox,
+        );
+        line(&format!("pgbench -S -M prepared, {clients} clients"), pg);
+        println!(
+            "  ratio unbox/pgbench: {:.2} (requests/s over tps); p99 {:.2} ms vs {:.2} ms\n",
+            unbox.rate / pg.rate,
+            unbox.p99_ms,
+            pg.p99_ms
+        );
+        results.push((clients, unbox, pg));
+    }
+
+    // The database goes away mid-storm and comes back; unboxd is not restarted.
+    let total = Duration::from_secs(40);
+    let storm_started = Instant::now();
+    let storm_task = tokio::spawn(storm(address, bodies.clone(), 64, false, total));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stopping = storm_started.elapsed();
+    tokio::task::block_in_place(|| cluster.stop());
+    let outage_at = storm_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let starting = storm_started.elapsed();
+    tokio::task::block_in_place(|| cluster.start());
+    let back_at = storm_started.elapsed();
+    let (samples, _) = storm_task.await.unwrap();
+    println!(
+        "Outage: `pg_ctl stop -m fast` from {:.1} s (down at {:.1} s), `pg_ctl start` from {:.1} s (up at {:.1} s), in a {} s storm of 64 connections",
+        stopping.as_secs_f64(),
+        outage_at.as_secs_f64(),
+        starting.as_secs_f64(),
+        back_at.as_secs_f64(),
+        total.as_secs()
+    );
+    println!("  second   200      503   other  (statuses of the answers finished in that second)");
+    let seconds_total = usize::try_from(total.as_secs()).unwrap();
+    let mut table = vec![(0usize, 0usize, 0usize); seconds_total + 1];
+    for (_, status, at) in &samples {
+        let second = (usize::try_from(*at).unwrap() / 1000).min(seconds_total);
+        match status {
+            200 => table[second].0 += 1,
+            503 => table[second].1 += 1,
+            _ => table[second].2 += 1,
+        }
+    }
+    for (second, (ok, unavailable, other)) in table.iter().enumerate() {
+        println!("  {second:>6} {ok:>6} {unavailable:>8} {other:>7}");
+    }
+    let last_error = samples.iter().filter(|s| s.1 != 200).map(|s| s.2).max();
+    let first_error = samples.iter().filter(|s| s.1 != 200).map(|s| s.2).min();
+    println!(
+        "  errors from {:?} ms to {:?} ms; outage from {} ms to {} ms",
+        first_error,
+        last_error,
+        outage_at.as_millis(),
+        back_at.as_millis()
+    );
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.2 > last_error.unwrap_or(0))
+        .collect();
+    println!("  after the last error: {} answers, all 200", after.len());
+
+    println!(
+        "\nSummary (JSON): {}",
+        json!({
+            "devices": devices,
+            "cold": {"rate": cold.rate, "p50Ms": cold.p50_ms, "p99Ms": cold.p99_ms},
+            "runs": results.iter().map(|(c, u, p)| json!({
+                "connections": c,
+                "unbox": {"rate": u.rate, "p50Ms": u.p50_ms, "p99Ms": u.p99_ms, "non200": u.errors},
+                "pgbench": {"tps": p.rate, "p50Ms": p.p50_ms, "p99Ms": p.p99_ms},
+                "ratio": u.rate / p.rate,
+            })).collect::<Vec<_>>(),
+        })
+    );
+    drop(server);
+}

@@ -1,0 +1,512 @@
+//! The device call's per-instance cache: claim keys → device, the device's data with its open
+//! deployment and resolved profile, and per tenant its domain, branding and profiles.
+//!
+//! Bounded (least-recently-used entries go first) and kept right two ways:
+//! - on this instance, at once: admin writes invalidate what they touched before their response
+//!   leaves ([`super::consistency`]), and the device call updates what it changes itself;
+//! - across instances, through `LISTEN` on `unbox_device_changed` (notified by triggers on every
+//!   table the call reads, so no write path can forget) and on the lead's `unbox_invalidate`.
+//!
+//! While the notification connection is down nothing is served from the cache, and it starts
+//! over when the connection is back, since notifications may have been missed meanwhile.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lru::LruCache;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use unbox_domain::api::Branding;
+use unbox_domain::profile::ProfileSettings;
+use uuid::Uuid;
+
+use super::proof::DeviceKey;
+
+/// The channel of the triggers of migration 20261122000004.
+pub const DEVICE_CHANGED: &str = "unbox_device_changed";
+
+const SHARDS: usize = 16;
+
+/// An LRU map split in shards, each behind its own lock.
+struct Sharded<K, V> {
+    shards: Vec<Mutex<LruCache<K, V>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
+    fn new(capacity: usize) -> Self {
+        let per_shard = NonZeroUsize::new((capacity / SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Mutex<LruCache<K, V>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.shard(key).lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: K, value: V) {
+        if let Ok(mut shard) = self.shard(&key).lock() {
+            shard.put(key, value);
+        }
+    }
+
+    fn remove(&self, key: &K) -> Option<V> {
+        self.shard(key).lock().ok()?.pop(key)
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.lock() {
+                shard.clear();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.len()))
+            .sum()
+    }
+}
+
+/// The owner of a claimed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimOwner {
+    pub tenant_id: Uuid,
+    pub device_id: Uuid,
+}
+
+/// A deployment the device has open, as this instance knows it.
+#[derive(Debug, Clone)]
+pub struct OpenDeployment {
+    pub id: Uuid,
+    pub profile_id: Uuid,
+    pub opened_at: DateTime<Utc>,
+    pub last_download_at: DateTime<Utc>,
+    pub timeout_at: DateTime<Utc>,
+    pub timeout_minutes: i32,
+    /// Not yet written: opened by a download still in the write batch.
+    pub new: bool,
+    /// The deployment token handed out for it, good until `timeout_at` (a retry gets it again).
+    pub token: Option<Arc<str>>,
+}
+
+/// The resolved profile and the tenant generation it was computed at.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    pub generation: u64,
+    pub profile_id: Option<Uuid>,
+    /// A live rule of the tenant reads what a download changes (`enrollmentProfileName`,
+    /// `deviceOSType`): a download that changes them makes the device resolve again.
+    pub reads_download_facts: bool,
+}
+
+/// What changes as the device downloads.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceState {
+    pub assigned_name: Option<String>,
+    pub assigned_name_profile_id: Option<Uuid>,
+    pub os_type: String,
+    pub enrollment_profile_name: Option<String>,
+    pub open: Option<OpenDeployment>,
+    pub resolved: Option<Resolved>,
+    /// A rule-visible field changed: resolve again once the batch holding it is written.
+    pub refresh_after_write: bool,
+}
+
+/// A device as the call needs it.
+#[derive(Debug)]
+pub struct DeviceEntry {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub serial_number: String,
+    pub display_name: Option<String>,
+    /// The registration's TPM digest: it then matches only requests carrying that digest.
+    pub tpm_ek_sha256: Option<String>,
+    /// The device registered a key: it must prove possession of it.
+    pub requires_proof: bool,
+    /// That key (None if it could not be read, and then no proof passes).
+    pub key: Option<DeviceKey>,
+    /// Its claimed keys (`kind:key`), to forget them with it.
+    pub claims: Vec<String>,
+    pub state: Mutex<DeviceState>,
+}
+
+/// A profile as the call needs it.
+#[derive(Debug)]
+pub struct CachedProfile {
+    pub id: Uuid,
+    pub settings: ProfileSettings,
+}
+
+/// A tenant as the call needs it.
+#[derive(Debug)]
+pub struct TenantFacts {
+    pub id: Uuid,
+    pub domain: String,
+    pub branding: Branding,
+}
+
+#[derive(Debug, Default)]
+struct TenantEntry {
+    /// Bumped by every change of what the tenant's devices resolve to.
+    generation: AtomicU64,
+    facts: RwLock<Option<Arc<TenantFacts>>>,
+    profiles: RwLock<HashMap<Uuid, Arc<CachedProfile>>>,
+}
+
+/// Past this many tenants the tenant map starts over.
+const MAX_TENANTS: usize = 10_000;
+
+pub struct DeviceCache {
+    claims: Sharded<String, ClaimOwner>,
+    devices: Sharded<(Uuid, Uuid), Arc<DeviceEntry>>,
+    tenants: RwLock<HashMap<Uuid, Arc<TenantEntry>>>,
+    /// Bumped by every invalidation: a load that raced one is not cached.
+    epoch: AtomicU64,
+    /// True only while the notification connection is up.
+    trusted: AtomicBool,
+}
+
+impl std::fmt::Debug for DeviceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCache")
+            .field("devices", &self.devices.len())
+            .field("trusted", &self.is_trusted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceCache {
+    /// A cache of at most `capacity` devices (and twice as many claim keys).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            claims: Sharded::new(capacity.saturating_mul(2)),
+            devices: Sharded::new(capacity),
+            tenants: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::Release);
+        metrics::gauge!("unbox_device_cache_notifications_connected").set(if trusted {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// The epoch to hand back to [`DeviceCache::put_device`] after a load.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn tenant(&self, tenant_id: Uuid) -> Option<Arc<TenantEntry>> {
+        if let Some(found) = self
+            .tenants
+            .read()
+            .ok()
+            .and_then(|t| t.get(&tenant_id).cloned())
+        {
+            return Some(found);
+        }
+        let mut tenants = self.tenants.write().ok()?;
+        if tenants.len() >= MAX_TENANTS {
+            tenants.clear();
+        }
+        Some(tenants.entry(tenant_id).or_default().clone())
+    }
+
+    /// The owners of these claim keys when every one of them is cached, else None (ask the
+    /// database: an uncached key may belong to another device).
+    pub fn owners(&self, keys: &[String]) -> Option<Vec<ClaimOwner>> {
+        if !self.is_trusted() {
+            return None;
+        }
+        keys.iter().map(|k| self.claims.get(k)).collect()
+    }
+
+    pub fn device(&self, tenant_id: Uuid, device_id: Uuid) -> Option<Arc<DeviceEntry>> {
+        if !self.is_trusted() {
+            return None;
+        }
+        self.devices.get(&(tenant_id, device_id))
+    }
+
+    /// Caches a device loaded at `epoch`, unless an invalidation came meanwhile.
+    pub fn put_device(&self, epoch: u64, entry: Arc<DeviceEntry>) {
+        if !self.is_trusted() || self.epoch() != epoch {
+            return;
+        }
+        let owner = ClaimOwner {
+            tenant_id: entry.tenant_id,
+            device_id: entry.id,
+        };
+        for claim in &entry.claims {
+            self.claims.put(claim.clone(), owner);
+        }
+        self.devices.put((entry.tenant_id, entry.id), entry);
+    }
+
+    /// The tenant's current generation: a resolution computed now is stored with it.
+    pub fn generation(&self, tenant_id: Uuid) -> u64 {
+        self.tenant(tenant_id)
+            .map_or(0, |t| t.generation.load(Ordering::Acquire))
+    }
+
+    pub fn tenant_facts(&self, tenant_id: Uuid) -> Option<Arc<TenantFacts>> {
+        if !self.is_trusted() {
+            return None;
+        }
+        self.tenant(tenant_id)?.facts.read().ok()?.clone()
+    }
+
+    pub fn put_tenant_facts(&self, generation: u64, facts: Arc<TenantFacts>) {
+        if let Some(tenant) = self.tenant(facts.id)
+            && self.is_trusted()
+            && tenant.generation.load(Ordering::Acquire) == generation
+            && let Ok(mut slot) = tenant.facts.write()
+        {
+            *slot = Some(facts);
+        }
+    }
+
+    pub fn profile(&self, tenant_id: Uuid, profile_id: Uuid) -> Option<Arc<CachedProfile>> {
+        if !self.is_trusted() {
+            return None;
+        }
+        self.tenant(tenant_id)?
+            .profiles
+            .read()
+            .ok()?
+            .get(&profile_id)
+            .cloned()
+    }
+
+    pub fn put_profile(&self, tenant_id: Uuid, generation: u64, profile: Arc<CachedProfile>) {
+        if let Some(tenant) = self.tenant(tenant_id)
+            && self.is_trusted()
+            && tenant.generation.load(Ordering::Acquire) == generation
+            && let Ok(mut profiles) = tenant.profiles.write()
+        {
+            profiles.insert(profile.id, profile);
+        }
+    }
+
+    /// Anything of the tenant may have changed: its devices resolve again, its profiles and
+    /// branding are read again.
+    pub fn invalidate_tenant(&self, tenant_id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(tenant) = self.tenant(tenant_id) {
+            tenant.generation.fetch_add(1, Ordering::AcqRel);
+            if let Ok(mut facts) = tenant.facts.write() {
+                *facts = None;
+            }
+            if let Ok(mut profiles) = tenant.profiles.write() {
+                profiles.clear();
+            }
+        }
+    }
+
+    /// The device changed (or is gone): forget it and its claim keys. Its tenant's generation
+    /// moves too, since a device's fields can decide other devices' names.
+    pub fn invalidate_device(&self, tenant_id: Uuid, device_id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(entry) = self.devices.remove(&(tenant_id, device_id)) {
+            for claim in &entry.claims {
+                self.claims.remove(claim);
+            }
+        }
+    }
+
+    /// Forgets everything.
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.claims.clear();
+        self.devices.clear();
+        if let Ok(mut tenants) = self.tenants.write() {
+            for tenant in tenants.values() {
+                tenant.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            tenants.clear();
+        }
+    }
+
+    /// Applies one notification payload of `unbox_device_changed` (`origin|tenant` or
+    /// `origin|tenant:device`); our own origin's are skipped: we applied them when writing.
+    fn apply(&self, origin: &str, payload: &str) {
+        let Some((from, what)) = payload.split_once('|') else {
+            self.invalidate_all();
+            return;
+        };
+        if from == origin {
+            return;
+        }
+        match what.split_once(':') {
+            Some((tenant, device)) => match (tenant.parse(), device.parse()) {
+                (Ok(tenant), Ok(device)) => self.invalidate_device(tenant, device),
+                _ => self.invalidate_all(),
+            },
+            None => match what.parse() {
+                Ok(tenant) => self.invalidate_tenant(tenant),
+                Err(_) => self.invalidate_all(),
+            },
+        }
+    }
+}
+
+/// Keeps a LISTEN connection open while the process serves: the cache is trusted only while
+/// it is up, and starts over at every (re)connection.
+pub fn spawn_listener(
+    pool: PgPool,
+    cache: Arc<DeviceCache>,
+    origin: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connected = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.ignore_pool_close_event(false);
+                listener
+                    .listen_all([DEVICE_CHANGED, unbox_db::notify::TENANT_CHANGED])
+                    .await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let listener = tokio::select! {
+                result = connected => result,
+                _ = shutdown.changed() => return,
+            };
+            match listener {
+                Ok(mut listener) => {
+                    cache.invalidate_all();
+                    cache.set_trusted(true);
+                    backoff = Duration::from_millis(100);
+                    loop {
+                        let next = tokio::select! {
+                            next = listener.try_recv() => next,
+                            _ = shutdown.changed() => return,
+                        };
+                        match next {
+                            Ok(Some(notification)) => {
+                                if notification.channel() == DEVICE_CHANGED {
+                                    cache.apply(&origin, notification.payload());
+                                } else {
+                                    match notification.payload().parse::<Uuid>() {
+                                        Ok(tenant) => cache.invalidate_tenant(tenant),
+                                        Err(_) => cache.invalidate_all(),
+                                    }
+                                }
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    tracing::warn!(
+                        "the device cache's notification connection was lost; serving without it until it is back"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for device-cache invalidations");
+                }
+            }
+            cache.set_trusted(false);
+            cache.invalidate_all();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn entry(tenant_id: Uuid, id: Uuid, claim: &str) -> Arc<DeviceEntry> {
+        Arc::new(DeviceEntry {
+            tenant_id,
+            id,
+            serial_number: "S1".into(),
+            display_name: None,
+            tpm_ek_sha256: None,
+            requires_proof: false,
+            key: None,
+            claims: vec![claim.into()],
+            state: Mutex::new(DeviceState::default()),
+        })
+    }
+
+    #[test]
+    fn invalidations_drop_devices_claims_and_races() {
+        let cache = DeviceCache::new(100);
+        cache.set_trusted(true);
+        let (t, d) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.put_device(cache.epoch(), entry(t, d, "tuple:x"));
+        assert!(cache.device(t, d).is_some());
+        assert_eq!(cache.owners(&["tuple:x".into()]).unwrap()[0].device_id, d);
+        assert!(cache.owners(&["tuple:x".into(), "tpm:y".into()]).is_none());
+
+        // Our own notifications are skipped, others' applied.
+        cache.apply("me", &format!("me|{t}:{d}"));
+        assert!(cache.device(t, d).is_some());
+        cache.apply("me", &format!("other|{t}:{d}"));
+        assert!(cache.device(t, d).is_none());
+        assert!(cache.owners(&["tuple:x".into()]).is_none());
+
+        // A load that raced an invalidation is not kept.
+        let epoch = cache.epoch();
+        cache.invalidate_tenant(t);
+        cache.put_device(epoch, entry(t, d, "tuple:x"));
+        assert!(cache.device(t, d).is_none());
+
+        let g = cache.generation(t);
+        cache.apply("me", &format!("other|{t}"));
+        assert_eq!(cache.generation(t), g + 1);
+
+        // Untrusted: nothing is served.
+        cache.put_device(cache.epoch(), entry(t, d, "tuple:x"));
+        cache.set_trusted(false);
+        assert!(cache.device(t, d).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = DeviceCache::new(64);
+        cache.set_trusted(true);
+        let t = Uuid::now_v7();
+        for i in 0..1000 {
+            cache.put_device(
+                cache.epoch(),
+                entry(t, Uuid::now_v7(), &format!("tuple:{i}")),
+            );
+        }
+        assert!(cache.devices.len() <= 64);
+        assert!(cache.claims.len() <= 128);
+    }
+}

@@ -1,0 +1,448 @@
+//! Deployments: opened by downloads, advanced by events under a deployment token, failed by
+//! a failed event or the timeout, reported per device and across devices.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::{Value, json};
+use unbox_server::state::Settings;
+use unbox_tests::{Answer, TestApp, TestTenant, hash};
+use uuid::Uuid;
+
+async fn event(app: &TestApp, token: Option<&str>, body: Value) -> Answer {
+    app.call(Method::POST, "/device/v1/events", token, Some(body))
+        .await
+}
+
+async fn setup(app: &TestApp) -> TestTenant {
+    let tenant = app.bootstrap("Contoso", "contoso.com").await;
+    let profile = app
+        .create_profile(
+            &tenant,
+            json!({"displayName": "Standard", "enrollmentStatusPage": {"enabled": true, "timeoutMinutes": 90}}),
+        )
+        .await;
+    app.assign(&tenant, &profile, json!({"kind": "allDevices"}), "include")
+        .await;
+    tenant
+}
+
+async fn download(app: &TestApp, machine: &str) -> (String, String) {
+    let r = app.device_profile(machine).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    (
+        r.body["deployment"]["id"].as_str().unwrap().to_owned(),
+        r.body["deployment"]["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn db_status(app: &TestApp, deployment: &str) -> (String, Option<String>) {
+    sqlx::query_as("SELECT status, failure_reason FROM deployments WHERE id = $1")
+        .bind(Uuid::parse_str(deployment).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_advance_a_deployment_to_success_idempotently() {
+    let app = TestApp::spawn().await;
+    let tenant = setup(&app).await;
+    let machine = hash("DEP-1", true, 0);
+    let device = app.register(&tenant, &machine, json!({})).await;
+    let (deployment, token) = download(&app, &machine).await;
+
+    // Reads see the download within the second (here: at once, the read waits for the batch).
+    let shown = app
+        .get(&format!("/v1/devices/{device}"), &tenant.token)
+        .await;
+    assert!(shown.body["lastContactedAt"].is_string(), "{}", shown.text);
+    let (status, _) = db_status(&app, &deployment).await;
+    assert_eq!(status, "inProgress");
+    let timeout_minutes: i32 = sqlx::query_scalar("SELECT timeout_minutes FROM deployments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout_minutes, 90, "the enrollment status page's timeout");
+
+    let first = event(
+        &app,
+        Some(&token),
+        json!({"phase": "profileApplied", "status": "succeeded"}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.body["status"], "inProgress");
+    assert_eq!(first.body["duplicate"], false);
+    let renewed = first.body["token"].as_str().unwrap().to_owned();
+    // The same event again changes nothing.
+    let repeat = event(
+        &app,
+        Some(&renewed),
+        json!({"phase": "profileApplied", "status": "succeeded", "message": "again"}),
+    )
+    .await;
+    assert_eq!(repeat.status, 200);
+    assert_eq!(repeat.body["duplicate"], true);
+    assert_eq!(app.count("SELECT count(*) FROM deployment_events").await, 1);
+
+    for (phase, status) in [
+        ("deviceSetup", "inProgress"),
+        ("deviceSetup", "succeeded"),
+        ("accountSetup", "succeeded"),
+    ] {
+        let r = event(
+            &app,
+            Some(&token),
+            json!({"phase": phase, "status": status, "message": format!("{phase} {status}")}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["status"], "inProgress");
+    }
+    let done = event(
+        &app,
+        Some(&token),
+        json!({"phase": "completed", "status": "succeeded"}),
+    )
+    .await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.text);
+    assert!(done.body.get("token").is_none());
+    assert_eq!(db_status(&app, &deployment).await.0, "succeeded");
+    let shown = app
+        .get(&format!("/v1/devices/{device}"), &tenant.token)
+        .await;
+    assert_eq!(shown.body["enrollmentState"], "enrolled");
+
+    // After the end: a repeat is still a repeat, anything new is refused.
+    let repeat = event(
+        &app,
+        Some(&token),
+        json!({"phase": "completed", "status": "succeeded"}),
+    )
+    .await;
+    assert_eq!(repeat.status, 200);
+    assert_eq!(repeat.body["duplicate"], true);
+    event(
+        &app,
+        Some(&token),
+        json!({"phase": "accountSetup", "status": "failed"}),
+    )
+    .await
+    .assert_problem(409, "DeploymentFinished");
+    assert_eq!(app.count("SELECT count(*) FROM deployment_events").await, 5);
+
+    // The timeline: newest first, events oldest first.
+    let (second, _) = download(&app, &machine).await;
+    assert_ne!(second, deployment, "a finished deployment is not continued");
+    let timeline = app
+        .get(&format!("/v1/devices/{device}/deployments"), &tenant.token)
+        .await;
+    assert_eq!(timeline.status, 200, "{}", timeline.text);
+    let items = timeline.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], second.as_str());
+    assert_eq!(items[0]["status"], "inProgress");
+    assert_eq!(items[0]["events"], json!([]));
+    assert_eq!(items[1]["id"], deployment.as_str());
+    assert_eq!(items[1]["status"], "succeeded");
+    assert_eq!(items[1]["lastPhase"], "completed");
+    let phases: Vec<(&str, &str)> = items[1]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["phase"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("profileApplied", "succeeded"),
+            ("deviceSetup", "inProgress"),
+            ("deviceSetup", "succeeded"),
+            ("accountSetup", "succeeded"),
+            ("completed", "succeeded")
+        ]
+    );
+    assert_eq!(items[1]["events"][1]["message"], "deviceSetup inProgress");
+    assert_eq!(items[1]["serialNumber"], "DEP-1");
+
+    // Another tenant's device is 404; the scope is checked.
+    let other = app.bootstrap("Fabrikam", "fabrikam.com").await;
+    app.get(&format!("/v1/devices/{device}/deployments"), &other.token)
+        .await
+        .assert_problem(404, "NotFound");
+    let narrow = app
+        .token(
+            &tenant.client_id,
+            &tenant.client_secret,
+            Some("devices.read"),
+        )
+        .await;
+    app.get("/v1/deployments", &narrow)
+        .await
+        .assert_problem(403, "InsufficientScope");
+}
+
+#[tokio::test]
+async fn deployment_tokens_are_checked() {
+    let app = TestApp::spawn().await;
+    let tenant = setup(&app).await;
+    let machine = hash("TOK-1", false, 0);
+    let device = app.register(&tenant, &machine, json!({})).await;
+    let (deployment, token) = download(&app, &machine).await;
+    let body = json!({"phase": "profileApplied", "status": "inProgress"});
+
+    event(&app, None, body.clone())
+        .await
+        .assert_problem(401, "InvalidDeploymentToken");
+    event(&app, Some("not.a.token"), body.clone())
+        .await
+        .assert_problem(401, "InvalidDeploymentToken");
+    // An admin token is not a deployment token (another audience).
+    event(&app, Some(&tenant.token), body.clone())
+        .await
+        .assert_problem(401, "InvalidDeploymentToken");
+    // A token signed by a key we do not know.
+    let stranger = unbox_server::auth::tokens::LocalKey::load_or_generate(
+        &tempfile::tempdir().unwrap().path().join("k.pem"),
+    )
+    .unwrap();
+    let foreign = unbox_server::auth::tokens::TokenService::new(
+        app.base.clone(),
+        Duration::from_secs(60),
+        stranger,
+        None,
+    );
+    let ids = (
+        Uuid::parse_str(&tenant.id).unwrap(),
+        Uuid::parse_str(&device).unwrap(),
+        Uuid::parse_str(&deployment).unwrap(),
+    );
+    let forged = unbox_server::routes::device_api::deployment_token(
+        &foreign,
+        ids.0,
+        ids.1,
+        ids.2,
+        Utc::now() + chrono::Duration::hours(1),
+    )
+    .unwrap();
+    event(&app, Some(&forged), body.clone())
+        .await
+        .assert_problem(401, "InvalidDeploymentToken");
+    // An expired token, from the same signing code.
+    let expired = unbox_server::routes::device_api::deployment_token(
+        &app.tokens,
+        ids.0,
+        ids.1,
+        ids.2,
+        Utc::now() - chrono::Duration::minutes(5),
+    )
+    .unwrap();
+    event(&app, Some(&expired), body.clone())
+        .await
+        .assert_problem(401, "InvalidDeploymentToken");
+    assert_eq!(app.count("SELECT count(*) FROM deployment_events").await, 0);
+
+    // Malformed events.
+    let bad = event(
+        &app,
+        Some(&token),
+        json!({"phase": "bogus", "status": "inProgress"}),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    event(
+        &app,
+        Some(&token),
+        json!({"phase": "deviceSetup", "status": "inProgress", "message": "x".repeat(2001)}),
+    )
+    .await
+    .assert_problem(422, "ValidationFailed");
+    assert_eq!(event(&app, Some(&token), body).await.status, 200);
+}
+
+#[tokio::test]
+async fn failures_and_timeouts_fail_deployments() {
+    let mut settings = Settings::default();
+    settings.device.sweep_interval = Duration::from_millis(100);
+    let app = TestApp::spawn_with(settings).await;
+    let tenant = setup(&app).await;
+
+    // A failed status fails the deployment and the device's enrollment.
+    let machine = hash("FAIL-1", false, 0);
+    let failing = app.register(&tenant, &machine, json!({})).await;
+    let (deployment, token) = download(&app, &machine).await;
+    let r = event(
+        &app,
+        Some(&token),
+        json!({"phase": "deviceSetup", "status": "failed", "message": "disk full"}),
+    )
+    .await;
+    assert_eq!(r.body["status"], "failed", "{}", r.text);
+    assert_eq!(
+        db_status(&app, &deployment).await,
+        ("failed".to_owned(), Some("event".to_owned()))
+    );
+    let shown = app
+        .get(&format!("/v1/devices/{failing}"), &tenant.token)
+        .await;
+    assert_eq!(shown.body["enrollmentState"], "failed");
+
+    // No event for longer than the timeout: reads say failed at once, the sweep writes it.
+    let machine = hash("LATE-1", false, 0);
+    let late = app.register(&tenant, &machine, json!({})).await;
+    let (deployment, token) = download(&app, &machine).await;
+    app.get(&format!("/v1/devices/{late}"), &tenant.token).await;
+    // Stop the sweep from getting there first: move the deadline into the past and read.
+    sqlx::query("UPDATE deployments SET timeout_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(Uuid::parse_str(&deployment).unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let timeline = app
+        .get(&format!("/v1/devices/{late}/deployments"), &tenant.token)
+        .await;
+    assert_eq!(
+        timeline.body["items"][0]["status"], "failed",
+        "{}",
+        timeline.text
+    );
+    assert_eq!(timeline.body["items"][0]["failureReason"], "timeout");
+    // An event after the timeout is refused, even with a token that has not expired.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, reason) = db_status(&app, &deployment).await;
+        if status == "failed" {
+            assert_eq!(reason.as_deref(), Some("timeout"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never failed the lapsed deployment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    event(
+        &app,
+        Some(&token),
+        json!({"phase": "completed", "status": "succeeded"}),
+    )
+    .await
+    .assert_problem(409, "DeploymentFinished");
+    let shown = app.get(&format!("/v1/devices/{late}"), &tenant.token).await;
+    assert_eq!(shown.body["enrollmentState"], "failed");
+
+    // Pre-provisioned profiles give deployments 7 days.
+    let pre = app
+        .create_profile(&tenant, json!({"displayName": "Pre", "deploymentMode": "preProvisioned", "preprovisioningAllowed": true}))
+        .await;
+    let machine = hash("PRE-1", false, 0);
+    let device = app.register(&tenant, &machine, json!({})).await;
+    app.assign(
+        &tenant,
+        &pre,
+        json!({"kind": "device", "deviceId": device}),
+        "include",
+    )
+    .await;
+    let (deployment, _) = download(&app, &machine).await;
+    app.get("/v1/deployments", &tenant.token).await;
+    let minutes: i32 = sqlx::query_scalar("SELECT timeout_minutes FROM deployments WHERE id = $1")
+        .bind(Uuid::parse_str(&deployment).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(minutes, 7 * 24 * 60);
+}
+
+#[tokio::test]
+async fn the_report_filters_counts_and_pages() {
+    let app = TestApp::spawn().await;
+    let tenant = setup(&app).await;
+    let mut tokens = Vec::new();
+    for serial in ["R-1", "R-2", "R-3", "R-4"] {
+        let machine = hash(serial, false, 0);
+        app.register(&tenant, &machine, json!({})).await;
+        tokens.push(download(&app, &machine).await);
+    }
+    event(
+        &app,
+        Some(&tokens[0].1),
+        json!({"phase": "completed", "status": "succeeded"}),
+    )
+    .await;
+    event(
+        &app,
+        Some(&tokens[1].1),
+        json!({"phase": "accountSetup", "status": "failed"}),
+    )
+    .await;
+    // An admin read waits for the write batch: the deployments are in the database after it.
+    app.get("/v1/deployments", &tenant.token).await;
+    sqlx::query("UPDATE deployments SET timeout_at = now() - interval '1 second' WHERE id = $1")
+        .bind(Uuid::parse_str(&tokens[2].0).unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let all = app.get("/v1/deployments", &tenant.token).await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    assert_eq!(
+        all.body["summary"],
+        json!({"total": 4, "inProgress": 1, "succeeded": 1, "failed": 2})
+    );
+    let ids: Vec<&str> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = tokens.iter().rev().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, newest_first);
+
+    let failed = app
+        .get("/v1/deployments?status=failed", &tenant.token)
+        .await;
+    assert_eq!(failed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(failed.body["summary"]["total"], 2);
+    let one = app
+        .get("/v1/deployments?serialNumber=r-2", &tenant.token)
+        .await;
+    assert_eq!(one.body["items"][0]["id"], tokens[1].0.as_str());
+    assert_eq!(one.body["items"][0]["failureReason"], "event");
+    let future = (Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let none = app
+        .get(&format!("/v1/deployments?since={future}"), &tenant.token)
+        .await;
+    assert_eq!(none.body["summary"]["total"], 0, "{}", none.text);
+    let until = app
+        .get(&format!("/v1/deployments?until={future}"), &tenant.token)
+        .await;
+    assert_eq!(until.body["summary"]["total"], 4);
+    app.get("/v1/deployments?status=weird", &tenant.token)
+        .await
+        .assert_problem(400, "InvalidQueryParameter");
+
+    // Cursor pagination, with the counts of the whole filter on every page.
+    let mut seen = Vec::new();
+    let mut path = "/v1/deployments?limit=3".to_owned();
+    loop {
+        let page = app.get(&path, &tenant.token).await;
+        assert_eq!(page.body["summary"]["total"], 4);
+        for item in page.body["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["nextCursor"].as_str() {
+            Some(cursor) => path = format!("/v1/deployments?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    // Another tenant sees none of them.
+    let other = app.bootstrap("Fabrikam", "fabrikam.com").await;
+    let theirs = app.get("/v1/deployments", &other.token).await;
+    assert_eq!(theirs.body["summary"]["total"], 0);
+}
