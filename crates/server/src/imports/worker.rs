@@ -195,20 +195,6 @@ async fn remove_orphans(state: &AppState, node: Uuid) {
     .await;
 }
 
-async fn perf_pid(conn: &mut PgConnection) -> i32 {
-    sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
-        .unwrap_or(0)
-}
-fn perf_cpu(pid: i32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = text.rsplit(") ").next().unwrap_or("");
-    let f: Vec<&str> = rest.split(' ').collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
 /// How a chunk's transaction ended.
 #[derive(Debug)]
 enum Written {
@@ -324,12 +310,10 @@ async fn process(
     let mut failure: Option<anyhow::Result<Written>> = None;
     let mut paused = false;
     loop {
-        let w0 = Instant::now();
         let chunk = tokio::select! {
             chunk = rx.recv() => chunk,
             _ = stop.changed() => None,
         };
-        eprintln!("PERFWAIT producer {:?} inflight {}", w0.elapsed(), inflight.len());
         if stopping(&stop) {
             paused = true;
             break;
@@ -343,9 +327,7 @@ async fn process(
                 let Some(oldest) = inflight.pop_front() else {
                     anyhow::bail!("no connection for a chunk");
                 };
-                let w1 = Instant::now();
                 let oldest = oldest.await;
-                eprintln!("PERFWAIT connection {:?}", w1.elapsed());
                 match oldest {
                     Ok((conn, Ok(Written::Committed))) => conn,
                     Ok((_, other)) => {
@@ -600,8 +582,6 @@ async fn write_chunk(
     hints: &JobHints,
 ) -> Result<Written, sqlx::Error> {
     let tenant_id = job.tenant_id;
-    let pid = perf_pid(conn).await;
-    let c0 = perf_cpu(pid);
     let mut tx = conn.begin().await?;
     unbox_db::imports::tune_chunk_transaction(&mut tx, LOCK_TIMEOUT_MS).await?;
     if let Some(partner_id) = job.partner_id
@@ -645,7 +625,6 @@ async fn write_chunk(
         unbox_db::devices::claim_owners(&mut tx, &claims).await?
     };
     let mut conflicts = owners_by_row(tenant_id, looked_rows(), &owners).into_iter();
-    let c1 = perf_cpu(pid);
     let mut to_register = Vec::new();
     for (&i, &was_looked) in candidates.iter().zip(&looked) {
         let conflict = if was_looked {
@@ -696,7 +675,6 @@ async fn write_chunk(
         }
     }
 
-    let c2 = perf_cpu(pid);
     let mut items = Vec::with_capacity(chunk.rows.len());
     let (mut succeeded, mut failed) = (0i64, 0i64);
     for (row, result) in chunk.rows.iter().zip(results) {
@@ -736,7 +714,6 @@ async fn write_chunk(
         items.push(item);
     }
     unbox_db::imports::insert_items(&mut tx, tenant_id, job.id, &items).await?;
-    let c3 = perf_cpu(pid);
     // Commits go in file order: the checkpoint moves from the chunk before's last row.
     if !before.committed().await {
         return Ok(Written::Abandoned);
@@ -758,14 +735,6 @@ async fn write_chunk(
         return Ok(Written::Lost);
     }
     tx.commit().await?;
-    let c4 = perf_cpu(pid);
-    eprintln!(
-        "PERFCPU owners {} register {} items {} commit {}",
-        c1 - c0,
-        c2 - c1,
-        c3 - c2,
-        c4 - c3
-    );
     Ok(Written::Committed)
 }
 
@@ -794,20 +763,9 @@ async fn register(
             keys.push(claim.key.clone());
         }
     }
-    let pid = perf_pid(conn).await;
-    let d0 = perf_cpu(pid);
     if !devices.is_empty() {
-        if std::env::var("UNBOX_PERF_UNNEST").is_ok() {
-            let mut columns = unbox_db::imports::DeviceColumns::default();
-            for d in &devices {
-                columns.push(d);
-            }
-            unbox_db::imports::insert_devices(conn, tenant_id, &columns).await?;
-        } else {
-            unbox_db::imports::copy_devices(conn, tenant_id, &devices).await?;
-        }
+        unbox_db::imports::copy_devices(conn, tenant_id, &devices).await?;
     }
-    eprintln!("PERFCPU devices {}", perf_cpu(pid) - d0);
     let mut results: Vec<RowResult> = ids
         .iter()
         .map(|id| match id {
