@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
@@ -28,9 +29,17 @@ fn run_json(args: &[&str]) -> (i32, Value) {
     (output.status.code().unwrap(), value)
 }
 
-/// A file in this test target's scratch folder.
+/// A file of its own in this test target's scratch folder. Tests run in
+/// parallel, so each call gets a fresh name: a shared one would let one test
+/// read the file while another truncates it.
 fn scratch_file(name: &str, contents: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let unique = format!(
+        "{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique);
     std::fs::write(&path, contents).unwrap();
     path
 }
