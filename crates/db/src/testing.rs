@@ -98,6 +98,7 @@ async fn template() -> &'static str {
                 .await
                 .unwrap_or_else(|e| panic!("naming the template database: {e}"));
             }
+            drop_stale_databases(&mut admin).await;
             sqlx::query("SELECT pg_advisory_unlock(7171)")
                 .execute(&mut admin)
                 .await
@@ -108,10 +109,48 @@ async fn template() -> &'static str {
         .await
 }
 
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Test databases are left behind for a failed test to be looked at; the next test process
+/// drops those older than two hours (named `unbox_test_<unix seconds>_<uuid>`, or the older
+/// form without the time). One still in use is skipped: `DROP DATABASE` refuses while anyone
+/// is connected.
+async fn drop_stale_databases(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'unbox\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_seconds().saturating_sub(2 * 60 * 60);
+    for name in names {
+        let rest = &name["unbox_test_".len()..];
+        // Templates stay: another checkout's tests may be cloning theirs right now.
+        let stale = !rest.starts_with("template_")
+            && match rest.split_once('_') {
+                Some((seconds, _)) => seconds.parse::<u64>().is_ok_and(|s| s < cutoff),
+                // The older form, from before names carried their time.
+                None => rest.len() == 32,
+            };
+        if stale && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
+}
+
 /// A new, migrated, empty database of its own for one test.
 pub async fn fresh_database() -> PgConnectOptions {
     let template = template().await;
-    let name = format!("unbox_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!(
+        "unbox_test_{}_{}",
+        unix_seconds(),
+        uuid::Uuid::new_v4().simple()
+    );
     let mut admin = admin_connection().await;
     // Concurrent clones of one template can collide on its lock briefly: retry.
     let mut attempt = 0;
@@ -137,15 +176,18 @@ pub async fn fresh_database() -> PgConnectOptions {
 
 /// The URL form of connect options made by [`fresh_database`] (for child processes).
 pub fn url_of(options: &PgConnectOptions) -> String {
-    let host = options.get_host();
     let user = options.get_username();
     let database = options.get_database().unwrap_or("postgres");
-    if host.starts_with('/') {
-        format!(
-            "postgres://{user}@localhost/{database}?host={host}&port={}",
-            options.get_port()
-        )
-    } else {
-        format!("postgres://{user}@{host}:{}/{database}", options.get_port())
+    let port = options.get_port();
+    match options.get_socket() {
+        // The socket directory as the URL's host, percent-encoded.
+        Some(socket) => {
+            let dir = socket
+                .to_string_lossy()
+                .replace('%', "%25")
+                .replace('/', "%2F");
+            format!("postgres://{user}@{dir}:{port}/{database}")
+        }
+        None => format!("postgres://{user}@{}:{port}/{database}", options.get_host()),
     }
 }
