@@ -335,13 +335,14 @@ pub fn decode(text: &str) -> Result<HardwareHash, HashError> {
 
 /// Base64 step of [`decode`], bounded so that a huge input is refused before decoding.
 fn decode_base64(text: &str) -> Result<Vec<u8>, HashError> {
+    // Nearly every hash arrives as plain ASCII with no whitespace: decode it in place.
+    let plain = text.is_ascii() && !text.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b);
     // Count first: a many-megabyte paste must not be copied or decoded.
-    let mut significant = 0usize;
-    for c in text.chars() {
-        if !c.is_whitespace() {
-            significant += 1;
-        }
-    }
+    let significant = if plain {
+        text.len()
+    } else {
+        text.chars().filter(|c| !c.is_whitespace()).count()
+    };
     if significant == 0 {
         return Err(HashError::Empty);
     }
@@ -351,7 +352,11 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, HashError> {
             bytes: significant / 4 * 3,
         });
     }
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact: std::borrow::Cow<'_, str> = if plain {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        text.chars().filter(|c| !c.is_whitespace()).collect()
+    };
     // Restoring padding is what Indifferent does; excess '=' is still an error.
     let unpadded = compact.trim_end_matches('=');
     let pad = compact.len() - unpadded.len();

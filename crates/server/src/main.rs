@@ -8,6 +8,9 @@ use unbox_server::config::{AdminCommand, Cli, Command, PartnerCommand, redact_ur
 use unbox_server::startup::{self, Database};
 use unbox_server::telemetry;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.global.log_format, &cli.global.log);
