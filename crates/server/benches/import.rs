@@ -54,17 +54,6 @@ async fn copy_rate(conn: &mut sqlx::PgConnection, table: &str, data: &[u8], rows
     .execute(&mut *conn)
     .await
     .unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let cpu = |pid: i32| -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest = text.rsplit(") ").next().unwrap_or("").to_owned();
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    };
-    let c0 = cpu(pid);
     let started = Instant::now();
     let mut copy = conn
         .copy_in_raw(&format!(
@@ -78,7 +67,6 @@ async fn copy_rate(conn: &mut sqlx::PgConnection, table: &str, data: &[u8], rows
     }
     let copied = copy.finish().await.unwrap();
     let elapsed = started.elapsed();
-    eprintln!("PERFCPU copy {}", cpu(pid) - c0);
     assert_eq!(copied, rows as u64);
     rows as f64 / elapsed.as_secs_f64()
 }

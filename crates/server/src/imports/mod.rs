@@ -32,7 +32,7 @@ pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
 /// Most data rows (CSV) or devices (JSON) in one upload.
 pub const MAX_ROWS: u64 = 250_000;
 /// Rows registered per transaction.
-pub const CHUNK_ROWS: usize = 2_500;
+pub const CHUNK_ROWS: usize = 2_000;
 
 /// What an upload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

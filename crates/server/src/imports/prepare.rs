@@ -241,7 +241,7 @@ impl Producer {
                 };
             }
         };
-        let outcome = if holds_nul(&device) {
+        let outcome = if holds_nul(presented) {
             Outcome::Failed(RowFailure::invalid_hash(
                 "a value of the machine's identity contains a NUL character",
             ))
@@ -378,15 +378,16 @@ fn to_claims(pairs: &[(ClaimKind, String)]) -> Vec<Claim> {
 }
 
 /// PostgreSQL text cannot hold NUL, nor jsonb `\u0000`.
-fn holds_nul(device: &NewDevice) -> bool {
-    let texts = [
-        Some(&device.serial_number),
-        device.manufacturer.as_ref(),
-        device.model.as_ref(),
-        device.os_version.as_ref(),
-    ];
-    texts.into_iter().flatten().any(|t| t.contains('\0'))
-        || device.identity.to_string().contains("\\u0000")
+fn holds_nul(presented: &Presented) -> bool {
+    let i = &presented.identity;
+    [&i.manufacturer, &i.model, &i.serial_number]
+        .into_iter()
+        .chain(&i.mac_addresses)
+        .chain(&i.disk_ids)
+        .chain(&i.smbios_uuid)
+        .chain(&i.tpm_ek_sha256)
+        .chain(&presented.os_version)
+        .any(|t| t.contains('\0'))
 }
 
 /// Field errors in the CSV's column names.

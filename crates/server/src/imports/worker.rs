@@ -3,20 +3,26 @@
 //! - **Claiming.** The worker looks for `queued` and `processing` jobs whose upload is on its
 //!   storage (`spool_node`), and claims one by taking its session advisory lock on a
 //!   connection of its own. That lock is held while the job runs and vanishes with the
-//!   connection, so a job of a killed instance is taken over at once, and a job is never
-//!   written by two workers (each chunk's transaction also checks the checkpoint it started
-//!   from, under the job row's lock).
-//! - **Chunks.** A blocking thread reads and prepares the rows (`prepare`); each chunk is one
-//!   transaction: the owners of every key of the chunk in one query, the new devices in one
-//!   `INSERT … SELECT FROM UNNEST`, their keys in one `INSERT … ON CONFLICT DO NOTHING` (the
-//!   global `identity_claims` key is the arbiter between concurrent imports), the devices
-//!   that lost a key to a concurrent registration removed again and reported 806/808, the
-//!   items in one insert, and the checkpoint and counts moved — all or nothing.
+//!   connection, so a job of a killed instance is taken over at once. Correctness does not
+//!   rest on the lock alone: each chunk's transaction moves the checkpoint only from where
+//!   its chunk started (`lock_at`, then `advance`), so a chunk is never committed twice.
+//! - **Chunks.** A blocking thread reads and prepares the rows (`prepare`: decoding,
+//!   validation, the in-file duplicate check, off the async runtime). Each chunk is one
+//!   transaction: the devices in one binary `COPY`, their keys in one `INSERT` (the global
+//!   `identity_claims` key is the arbiter between concurrent registrations; when a key is
+//!   taken, `ON CONFLICT DO NOTHING` sorts out which, the devices that lost are removed again
+//!   and reported 806/808 with the owner, as `POST /v1/devices` reports them), the items in
+//!   one insert, and the checkpoint and counts moved: all or nothing. Rows that only name a
+//!   machine, dry runs, and jobs that met taken keys look the owners up first, in one query.
+//! - **Pipelining.** [`PIPELINE`] chunks are written at once on connections of their own and
+//!   committed in file order: a chunk's transaction waits for the one before to commit
+//!   before it moves the checkpoint (and rolls back if that one failed). A lock wait that
+//!   runs through that ordering and another job is broken by `lock_timeout`, and retried.
 //! - **Resuming.** A job whose instance died is `processing` with a checkpoint: the next claim
-//!   reads the file past it, rebuilds the in-file duplicate check from the keys the committed
-//!   items recorded, and goes on. Transient failures leave the job `processing` with a
-//!   `message` for the next attempt; after [`MAX_ATTEMPTS`] claims without progress it ends
-//!   in `error`.
+//!   reads the file past it, rebuilds the in-file duplicate check from the committed items
+//!   (and the claims of the devices they registered), and goes on. Transient failures leave
+//!   the job `processing` with a `message` for the next attempt; after [`MAX_ATTEMPTS`]
+//!   claims without progress it ends in `error`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -46,7 +52,7 @@ const BUSY_BACKOFF: Duration = Duration::from_secs(5);
 /// Retries of a chunk after a deadlock or serialization failure.
 const CHUNK_RETRIES: u32 = 5;
 /// Chunk transactions of one job in flight at once (each on a connection of its own).
-const PIPELINE: usize = 2;
+const PIPELINE: usize = 3;
 /// A chunk's transaction gives up a lock wait after this long (and is retried).
 const LOCK_TIMEOUT_MS: i64 = 10_000;
 /// Spool files with no live job are removed once they are this old.
