@@ -18,6 +18,9 @@ pub struct Download {
     pub os_type: String,
     /// The downloaded profile's name (`enrollmentProfileName`); None when no profile applied.
     pub profile_name: Option<String>,
+    /// The OS type or the profile name differ from what the device record holds: only then
+    /// is the (wide) device row written; the contact time goes to its narrow row.
+    pub facts_changed: bool,
     pub deployment: Option<DownloadDeployment>,
 }
 
@@ -32,34 +35,32 @@ pub struct DownloadDeployment {
     pub timeout_minutes: i32,
 }
 
-/// Writes a batch of downloads in one transaction (the caller's): new deployments, continued
-/// ones, the deployments the new ones supersede, and the devices' contact fields. Downloads of
+/// Writes a batch of downloads in one transaction (the caller's): new deployments (and the
+/// older open ones they supersede), continued ones, the devices' contact times (narrow rows of
+/// `device_contacts`) and, where they changed, the device fields rules read. Downloads of
 /// devices deleted meanwhile are skipped. The batch holds at most one download per device.
 pub async fn flush_downloads(
     conn: &mut PgConnection,
     downloads: &[Download],
 ) -> Result<(), sqlx::Error> {
-    let with_deployment: Vec<(&Download, &DownloadDeployment)> = downloads
+    let (opened, continued): (Vec<_>, Vec<_>) = downloads
         .iter()
         .filter_map(|d| d.deployment.as_ref().map(|dep| (d, dep)))
-        .collect();
-    if !with_deployment.is_empty() {
-        let tenants: Vec<Uuid> = with_deployment.iter().map(|(d, _)| d.tenant_id).collect();
-        let ids: Vec<Uuid> = with_deployment.iter().map(|(_, x)| x.id).collect();
-        let devices: Vec<Uuid> = with_deployment.iter().map(|(d, _)| d.device_id).collect();
-        let profiles: Vec<Uuid> = with_deployment.iter().map(|(_, x)| x.profile_id).collect();
-        let names: Vec<String> = with_deployment
+        .partition(|(_, dep)| dep.new);
+    if !opened.is_empty() {
+        let tenants: Vec<Uuid> = opened.iter().map(|(d, _)| d.tenant_id).collect();
+        let ids: Vec<Uuid> = opened.iter().map(|(_, x)| x.id).collect();
+        let devices: Vec<Uuid> = opened.iter().map(|(d, _)| d.device_id).collect();
+        let profiles: Vec<Uuid> = opened.iter().map(|(_, x)| x.profile_id).collect();
+        let names: Vec<String> = opened
             .iter()
             .map(|(d, _)| d.profile_name.clone().unwrap_or_default())
             .collect();
-        let opened: Vec<DateTime<Utc>> = with_deployment.iter().map(|(_, x)| x.opened_at).collect();
-        let at: Vec<DateTime<Utc>> = with_deployment.iter().map(|(d, _)| d.at).collect();
-        let timeouts: Vec<DateTime<Utc>> =
-            with_deployment.iter().map(|(_, x)| x.timeout_at).collect();
-        let minutes: Vec<i32> = with_deployment
-            .iter()
-            .map(|(_, x)| x.timeout_minutes)
-            .collect();
+        let opened_at: Vec<DateTime<Utc>> = opened.iter().map(|(_, x)| x.opened_at).collect();
+        let at: Vec<DateTime<Utc>> = opened.iter().map(|(d, _)| d.at).collect();
+        let timeouts: Vec<DateTime<Utc>> = opened.iter().map(|(_, x)| x.timeout_at).collect();
+        let minutes: Vec<i32> = opened.iter().map(|(_, x)| x.timeout_minutes).collect();
+        // A retried batch may meet its own rows: then they move on as continued ones do.
         sqlx::query!(
             "INSERT INTO deployments (tenant_id, id, device_id, profile_id, profile_name, opened_at,
                     last_download_at, timeout_at, timeout_minutes)
@@ -81,7 +82,7 @@ pub async fn flush_downloads(
             &devices,
             &profiles,
             &names,
-            &opened,
+            &opened_at,
             &at,
             &timeouts,
             &minutes
@@ -92,18 +93,30 @@ pub async fn flush_downloads(
         sqlx::query!(
             "UPDATE deployments o
              SET status = 'failed', failure_reason = 'superseded', finished_at = u.opened_at
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::bool[])
-                  AS u (tenant_id, id, device_id, opened_at, new)
-             WHERE u.new AND o.tenant_id = u.tenant_id AND o.device_id = u.device_id
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
+                  AS u (tenant_id, id, device_id, opened_at)
+             WHERE o.tenant_id = u.tenant_id AND o.device_id = u.device_id
                AND o.status = 'inProgress' AND o.id <> u.id AND o.opened_at < u.opened_at",
             &tenants,
             &ids,
             &devices,
-            &opened,
-            &with_deployment
-                .iter()
-                .map(|(_, x)| x.new)
-                .collect::<Vec<bool>>()
+            &opened_at
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !continued.is_empty() {
+        let tenants: Vec<Uuid> = continued.iter().map(|(d, _)| d.tenant_id).collect();
+        let ids: Vec<Uuid> = continued.iter().map(|(_, x)| x.id).collect();
+        let at: Vec<DateTime<Utc>> = continued.iter().map(|(d, _)| d.at).collect();
+        sqlx::query!(
+            "UPDATE deployments o
+             SET last_download_at = greatest(o.last_download_at, u.at)
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS u (tenant_id, id, at)
+             WHERE o.tenant_id = u.tenant_id AND o.id = u.id AND o.status = 'inProgress'",
+            &tenants,
+            &ids,
+            &at
         )
         .execute(&mut *conn)
         .await?;
@@ -111,24 +124,41 @@ pub async fn flush_downloads(
     let tenants: Vec<Uuid> = downloads.iter().map(|d| d.tenant_id).collect();
     let devices: Vec<Uuid> = downloads.iter().map(|d| d.device_id).collect();
     let at: Vec<DateTime<Utc>> = downloads.iter().map(|d| d.at).collect();
-    let names: Vec<Option<String>> = downloads.iter().map(|d| d.profile_name.clone()).collect();
-    let os: Vec<String> = downloads.iter().map(|d| d.os_type.clone()).collect();
     sqlx::query!(
-        "UPDATE devices d
-         SET last_contacted_at = greatest(d.last_contacted_at, u.at),
-             enrollment_profile_name = coalesce(u.profile_name, d.enrollment_profile_name),
-             os_type = u.os_type
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[])
-              AS u (tenant_id, id, at, profile_name, os_type)
-         WHERE d.tenant_id = u.tenant_id AND d.id = u.id",
+        "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at)
+         SELECT u.tenant_id, u.id, u.at
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS u (tenant_id, id, at)
+         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.tenant_id = u.tenant_id AND d.id = u.id)
+         ORDER BY u.tenant_id, u.id
+         ON CONFLICT (tenant_id, device_id) DO UPDATE
+             SET last_contacted_at = greatest(device_contacts.last_contacted_at, excluded.last_contacted_at)",
         &tenants,
         &devices,
-        &at,
-        &names as &[Option<String>],
-        &os
+        &at
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    let changed: Vec<&Download> = downloads.iter().filter(|d| d.facts_changed).collect();
+    if !changed.is_empty() {
+        let tenants: Vec<Uuid> = changed.iter().map(|d| d.tenant_id).collect();
+        let devices: Vec<Uuid> = changed.iter().map(|d| d.device_id).collect();
+        let names: Vec<Option<String>> = changed.iter().map(|d| d.profile_name.clone()).collect();
+        let os: Vec<String> = changed.iter().map(|d| d.os_type.clone()).collect();
+        sqlx::query!(
+            "UPDATE devices d
+             SET enrollment_profile_name = coalesce(u.profile_name, d.enrollment_profile_name),
+                 os_type = u.os_type
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+                  AS u (tenant_id, id, profile_name, os_type)
+             WHERE d.tenant_id = u.tenant_id AND d.id = u.id",
+            &tenants,
+            &devices,
+            &names as &[Option<String>],
+            &os
+        )
+        .execute(conn)
+        .await?;
+    }
     Ok(())
 }
 

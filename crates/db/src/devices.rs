@@ -179,7 +179,10 @@ pub async fn get(
                 purchase_order_id, user_principal_name, display_name, device_ownership,
                 device_category, account_enabled, extension_attributes, system_labels, os_type,
                 os_version, tpm_ek_sha256, device_public_key, enrollment_state,
-                enrollment_profile_name, last_contacted_at, assigned_name,
+                enrollment_profile_name,
+                greatest(last_contacted_at, (SELECT c.last_contacted_at FROM device_contacts c
+                     WHERE c.tenant_id = devices.tenant_id AND c.device_id = devices.id)) AS last_contacted_at,
+                assigned_name,
                 assigned_name_profile_id, created_at, updated_at, revision
            FROM devices WHERE tenant_id = $1 AND id = $2"#,
         tenant_id,
@@ -235,7 +238,10 @@ pub async fn list(
                 purchase_order_id, user_principal_name, display_name, device_ownership,
                 device_category, account_enabled, extension_attributes, system_labels, os_type,
                 os_version, tpm_ek_sha256, device_public_key, enrollment_state,
-                enrollment_profile_name, last_contacted_at, assigned_name,
+                enrollment_profile_name,
+                greatest(last_contacted_at, (SELECT c.last_contacted_at FROM device_contacts c
+                     WHERE c.tenant_id = d.tenant_id AND c.device_id = d.id)) AS last_contacted_at,
+                assigned_name,
                 assigned_name_profile_id, created_at, updated_at, revision
            FROM devices d
            WHERE d.tenant_id = $1
@@ -286,7 +292,10 @@ pub async fn update(
                 purchase_order_id, user_principal_name, display_name, device_ownership,
                 device_category, account_enabled, extension_attributes, system_labels, os_type,
                 os_version, tpm_ek_sha256, device_public_key, enrollment_state,
-                enrollment_profile_name, last_contacted_at, assigned_name,
+                enrollment_profile_name,
+                greatest(last_contacted_at, (SELECT c.last_contacted_at FROM device_contacts c
+                     WHERE c.tenant_id = devices.tenant_id AND c.device_id = devices.id)) AS last_contacted_at,
+                assigned_name,
                 assigned_name_profile_id, created_at, updated_at, revision"#,
         tenant_id,
         id,
@@ -320,42 +329,21 @@ pub async fn delete(
     Ok(done.rows_affected() == 1)
 }
 
-/// Records a profile download: contact time, the profile's name (rules read it as
-/// `enrollmentProfileName`) and the OS type the device presented.
-pub async fn record_download(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    id: Uuid,
-    profile_name: Option<&str>,
-    os_type: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE devices SET last_contacted_at = now(),
-                enrollment_profile_name = coalesce($3, enrollment_profile_name),
-                os_type = $4
-         WHERE tenant_id = $1 AND id = $2",
-        tenant_id,
-        id,
-        profile_name,
-        os_type
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Gives the device a computer name under a profile, unless the name is taken in the tenant.
-/// Returns false when taken (the caller tries its next candidate).
-pub async fn set_assigned_name(
+/// Gives the device a computer name under a profile, unless the name is taken in the tenant:
+/// returns the device's name under the profile, which is the one it already had when it had
+/// one (given meanwhile by another instance), else `name`; None when `name` is taken (the
+/// caller tries its next candidate).
+pub async fn assign_name(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
     name: &str,
     profile_id: Uuid,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<String>, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE devices SET assigned_name = $3, assigned_name_profile_id = $4
          WHERE tenant_id = $1 AND id = $2
+           AND (assigned_name IS NULL OR assigned_name_profile_id IS DISTINCT FROM $4)
            AND NOT EXISTS (SELECT 1 FROM devices o
                            WHERE o.tenant_id = $1 AND o.id <> $2
                              AND (lower(o.assigned_name) = lower($3) OR lower(o.display_name) = lower($3)))",
@@ -364,15 +352,24 @@ pub async fn set_assigned_name(
         name,
         profile_id
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await;
     match done {
-        Ok(done) => Ok(done.rows_affected() == 1),
-        Err(error) if crate::is_unique_violation(&error, Some("devices_assigned_name_unique")) => {
-            Ok(false)
-        }
-        Err(error) => Err(error),
+        Ok(done) if done.rows_affected() == 1 => return Ok(Some(name.to_owned())),
+        Ok(_) => {}
+        Err(error) if crate::is_unique_violation(&error, Some("devices_assigned_name_unique")) => {}
+        Err(error) => return Err(error),
     }
+    sqlx::query_scalar!(
+        "SELECT assigned_name FROM devices
+         WHERE tenant_id = $1 AND id = $2 AND assigned_name_profile_id = $3",
+        tenant_id,
+        id,
+        profile_id
+    )
+    .fetch_optional(conn)
+    .await
+    .map(Option::flatten)
 }
 
 /// Locks the device's row for the rest of the transaction and returns its revision.

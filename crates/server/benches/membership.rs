@@ -276,16 +276,18 @@ async fn main() {
         child,
         base,
         client,
-        token: token["access_token"].as_str().unwrap().to_owned(),
+        token: token["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {token}"))
+            .to_owned(),
     };
     let pid = server.child.id();
 
     // Single-device reads over HTTP: resolution with the 50 rules on every one.
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM devices TABLESAMPLE SYSTEM (2) LIMIT 5000")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM devices ORDER BY random() LIMIT 5000")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     let mut latencies = Vec::with_capacity(ids.len());
     for id in &ids {
         let started = Instant::now();

@@ -137,6 +137,9 @@ pub fn spawn_listener(
             let connected = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
                 listener.ignore_pool_close_event(false);
+                // Report a lost connection at once (and stop trusting the cache), rather than
+                // after reconnecting, which waits for the database to come back.
+                listener.eager_reconnect(false);
                 listener.listen(unbox_db::notify::TENANT_CHANGED).await?;
                 Ok::<_, sqlx::Error>(listener)
             };

@@ -183,11 +183,13 @@ pub struct ServeOptions {
         global = true
     )]
     pub trusted_proxies: Vec<crate::device::rate_limit::Cidr>,
-    /// Devices the device call's cache holds at most (about 1 KB each).
+    /// Devices the device call's cache holds at most (about 2.3 KiB each, so the default
+    /// keeps unboxd under 200 MB however many devices are registered; raise it to the number
+    /// of devices that boot at once).
     #[arg(
         long,
         env = "UNBOX_DEVICE_CACHE_ENTRIES",
-        default_value_t = 200_000,
+        default_value_t = 64_000,
         global = true
     )]
     pub device_cache_entries: usize,

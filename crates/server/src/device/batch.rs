@@ -47,6 +47,7 @@ fn merge(earlier: Download, mut later: Download) -> Download {
     if later.profile_name.is_none() {
         later.profile_name = earlier.profile_name;
     }
+    later.facts_changed |= earlier.facts_changed;
     match (earlier.deployment, later.deployment.as_mut()) {
         (Some(before), Some(after)) if before.id == after.id => {
             after.new |= before.new;
@@ -91,13 +92,6 @@ impl WriteBatch {
             self.wake.notify_one();
         }
         Ok(())
-    }
-
-    /// Whether a download of this device waits to be written.
-    pub fn holds(&self, tenant_id: Uuid, device_id: Uuid) -> bool {
-        self.pending
-            .lock()
-            .is_ok_and(|p| p.downloads.contains_key(&(tenant_id, device_id)))
     }
 
     /// The pending download of this device, if any (for a cache reload).
@@ -268,6 +262,7 @@ mod tests {
             at: Utc::now(),
             os_type: "Windows".into(),
             profile_name: name.map(str::to_owned),
+            facts_changed: name.is_some(),
             deployment: deployment.map(|(id, new)| DownloadDeployment {
                 id,
                 new,
@@ -289,6 +284,10 @@ mod tests {
         let deployment = kept.deployment.unwrap();
         assert!(deployment.new, "opened in this batch, so still new");
         assert_eq!(kept.profile_name.as_deref(), Some("P"));
+        assert!(
+            kept.facts_changed,
+            "the earlier download's change is still to be written"
+        );
         let mut other = download(None, None);
         other.device_id = Uuid::now_v7();
         assert!(batch.push(other).is_err(), "past max_pending");

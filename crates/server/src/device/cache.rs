@@ -31,6 +31,8 @@ use super::proof::DeviceKey;
 pub const DEVICE_CHANGED: &str = "unbox_device_changed";
 
 const SHARDS: usize = 16;
+/// Slots of the per-device invalidation counters.
+const DEVICE_EPOCH_SLOTS: usize = 4096;
 
 /// An LRU map split in shards, each behind its own lock.
 struct Sharded<K, V> {
@@ -82,6 +84,19 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
             .filter_map(|s| s.lock().ok().map(|s| s.len()))
             .sum()
     }
+}
+
+/// A claim key (`kind:key`) as the cache holds it: 128 bits of a keyed hash, random per
+/// process, so that no one can aim two keys at one digest. It keeps the cache small (a key is
+/// some 70 bytes of text, held twice).
+pub type ClaimDigest = u128;
+
+pub fn claim_digest(key: &str) -> ClaimDigest {
+    static KEYS: std::sync::LazyLock<(
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    )> = std::sync::LazyLock::new(Default::default);
+    (u128::from(KEYS.0.hash_one(key)) << 64) | u128::from(KEYS.1.hash_one(key))
 }
 
 /// The owner of a claimed key.
@@ -142,8 +157,8 @@ pub struct DeviceEntry {
     pub requires_proof: bool,
     /// That key (None if it could not be read, and then no proof passes).
     pub key: Option<DeviceKey>,
-    /// Its claimed keys (`kind:key`), to forget them with it.
-    pub claims: Vec<String>,
+    /// Its claimed keys, to forget them with it.
+    pub claims: Vec<ClaimDigest>,
     pub state: Mutex<DeviceState>,
 }
 
@@ -174,11 +189,14 @@ struct TenantEntry {
 const MAX_TENANTS: usize = 10_000;
 
 pub struct DeviceCache {
-    claims: Sharded<String, ClaimOwner>,
+    claims: Sharded<ClaimDigest, ClaimOwner>,
     devices: Sharded<(Uuid, Uuid), Arc<DeviceEntry>>,
     tenants: RwLock<HashMap<Uuid, Arc<TenantEntry>>>,
-    /// Bumped by every invalidation: a load that raced one is not cached.
+    /// Bumped when everything is dropped: a load that raced it is not cached.
     epoch: AtomicU64,
+    /// Bumped when a device is dropped, per slot of its key: a load of that device that raced
+    /// it is not cached (and loads of other devices are not held up by it).
+    device_epochs: Vec<AtomicU64>,
     /// True only while the notification connection is up.
     trusted: AtomicBool,
 }
@@ -200,8 +218,14 @@ impl DeviceCache {
             devices: Sharded::new(capacity),
             tenants: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            device_epochs: (0..DEVICE_EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             trusted: AtomicBool::new(false),
         }
+    }
+
+    fn device_epoch(&self, tenant_id: Uuid, device_id: Uuid) -> &AtomicU64 {
+        let slot = self.devices.hasher.hash_one((tenant_id, device_id)) % DEVICE_EPOCH_SLOTS as u64;
+        &self.device_epochs[usize::try_from(slot).unwrap_or(0)]
     }
 
     pub fn is_trusted(&self) -> bool {
@@ -217,9 +241,13 @@ impl DeviceCache {
         });
     }
 
-    /// The epoch to hand back to [`DeviceCache::put_device`] after a load.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// The epoch to hand back to [`DeviceCache::put_device`] after loading this device.
+    pub fn epoch(&self, tenant_id: Uuid, device_id: Uuid) -> (u64, u64) {
+        (
+            self.epoch.load(Ordering::Acquire),
+            self.device_epoch(tenant_id, device_id)
+                .load(Ordering::Acquire),
+        )
     }
 
     fn tenant(&self, tenant_id: Uuid) -> Option<Arc<TenantEntry>> {
@@ -244,7 +272,9 @@ impl DeviceCache {
         if !self.is_trusted() {
             return None;
         }
-        keys.iter().map(|k| self.claims.get(k)).collect()
+        keys.iter()
+            .map(|k| self.claims.get(&claim_digest(k)))
+            .collect()
     }
 
     pub fn device(&self, tenant_id: Uuid, device_id: Uuid) -> Option<Arc<DeviceEntry>> {
@@ -255,8 +285,8 @@ impl DeviceCache {
     }
 
     /// Caches a device loaded at `epoch`, unless an invalidation came meanwhile.
-    pub fn put_device(&self, epoch: u64, entry: Arc<DeviceEntry>) {
-        if !self.is_trusted() || self.epoch() != epoch {
+    pub fn put_device(&self, epoch: (u64, u64), entry: Arc<DeviceEntry>) {
+        if !self.is_trusted() || self.epoch(entry.tenant_id, entry.id) != epoch {
             return;
         }
         let owner = ClaimOwner {
@@ -264,7 +294,7 @@ impl DeviceCache {
             device_id: entry.id,
         };
         for claim in &entry.claims {
-            self.claims.put(claim.clone(), owner);
+            self.claims.put(*claim, owner);
         }
         self.devices.put((entry.tenant_id, entry.id), entry);
     }
@@ -317,7 +347,6 @@ impl DeviceCache {
     /// Anything of the tenant may have changed: its devices resolve again, its profiles and
     /// branding are read again.
     pub fn invalidate_tenant(&self, tenant_id: Uuid) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some(tenant) = self.tenant(tenant_id) {
             tenant.generation.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut facts) = tenant.facts.write() {
@@ -332,7 +361,8 @@ impl DeviceCache {
     /// The device changed (or is gone): forget it and its claim keys. Its tenant's generation
     /// moves too, since a device's fields can decide other devices' names.
     pub fn invalidate_device(&self, tenant_id: Uuid, device_id: Uuid) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.device_epoch(tenant_id, device_id)
+            .fetch_add(1, Ordering::AcqRel);
         if let Some(entry) = self.devices.remove(&(tenant_id, device_id)) {
             for claim in &entry.claims {
                 self.claims.remove(claim);
@@ -390,6 +420,9 @@ pub fn spawn_listener(
             let connected = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
                 listener.ignore_pool_close_event(false);
+                // Report a lost connection at once (and stop trusting the cache), rather than
+                // after reconnecting, which waits for the database to come back.
+                listener.eager_reconnect(false);
                 listener
                     .listen_all([DEVICE_CHANGED, unbox_db::notify::TENANT_CHANGED])
                     .await?;
@@ -457,7 +490,7 @@ mod tests {
             tpm_ek_sha256: None,
             requires_proof: false,
             key: None,
-            claims: vec![claim.into()],
+            claims: vec![claim_digest(claim)],
             state: Mutex::new(DeviceState::default()),
         })
     }
@@ -467,7 +500,7 @@ mod tests {
         let cache = DeviceCache::new(100);
         cache.set_trusted(true);
         let (t, d) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.put_device(cache.epoch(), entry(t, d, "tuple:x"));
+        cache.put_device(cache.epoch(t, d), entry(t, d, "tuple:x"));
         assert!(cache.device(t, d).is_some());
         assert_eq!(cache.owners(&["tuple:x".into()]).unwrap()[0].device_id, d);
         assert!(cache.owners(&["tuple:x".into(), "tpm:y".into()]).is_none());
@@ -480,17 +513,23 @@ mod tests {
         assert!(cache.owners(&["tuple:x".into()]).is_none());
 
         // A load that raced an invalidation is not kept.
-        let epoch = cache.epoch();
-        cache.invalidate_tenant(t);
+        let epoch = cache.epoch(t, d);
+        cache.invalidate_device(t, d);
         cache.put_device(epoch, entry(t, d, "tuple:x"));
         assert!(cache.device(t, d).is_none());
+        // Another device's invalidation does not hold this one up.
+        let epoch = cache.epoch(t, d);
+        cache.invalidate_device(t, Uuid::now_v7());
+        cache.put_device(epoch, entry(t, d, "tuple:x"));
+        assert!(cache.device(t, d).is_some());
+        cache.invalidate_device(t, d);
 
         let g = cache.generation(t);
         cache.apply("me", &format!("other|{t}"));
         assert_eq!(cache.generation(t), g + 1);
 
         // Untrusted: nothing is served.
-        cache.put_device(cache.epoch(), entry(t, d, "tuple:x"));
+        cache.put_device(cache.epoch(t, d), entry(t, d, "tuple:x"));
         cache.set_trusted(false);
         assert!(cache.device(t, d).is_none());
     }
@@ -501,10 +540,8 @@ mod tests {
         cache.set_trusted(true);
         let t = Uuid::now_v7();
         for i in 0..1000 {
-            cache.put_device(
-                cache.epoch(),
-                entry(t, Uuid::now_v7(), &format!("tuple:{i}")),
-            );
+            let d = Uuid::now_v7();
+            cache.put_device(cache.epoch(t, d), entry(t, d, &format!("tuple:{i}")));
         }
         assert!(cache.devices.len() <= 64);
         assert!(cache.claims.len() <= 128);

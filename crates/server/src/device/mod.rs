@@ -51,7 +51,7 @@ impl Default for DeviceSettings {
             rate_per_identity: 60,
             rate_per_address: 0,
             trusted_proxies: Vec::new(),
-            cache_entries: 200_000,
+            cache_entries: 64_000,
             flush_interval: Duration::from_millis(200),
             flush_items: 2_000,
             max_pending: 200_000,

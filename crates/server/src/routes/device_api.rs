@@ -205,7 +205,7 @@ async fn device_entry(
     if let Some(entry) = cache.device(tenant_id, device_id) {
         return Ok(Some(entry));
     }
-    let epoch = cache.epoch();
+    let epoch = cache.epoch(tenant_id, device_id);
     let mut conn = state.pool.acquire().await?;
     let Some(row) = unbox_db::device_serving::get(&mut conn, tenant_id, device_id).await? else {
         return Ok(None);
@@ -272,7 +272,11 @@ async fn device_entry(
         tpm_ek_sha256: row.tpm_ek_sha256,
         requires_proof: row.device_public_key.is_some(),
         key: row.device_public_key.as_ref().and_then(DeviceKey::from_jwk),
-        claims: row.claims,
+        claims: row
+            .claims
+            .iter()
+            .map(|c| crate::device::cache::claim_digest(c))
+            .collect(),
         state: std::sync::Mutex::new(device_state),
     });
     cache.put_device(epoch, entry.clone());
@@ -423,21 +427,25 @@ async fn device_name_for(
             .map_err(|e| ApiError::internal(anyhow::anyhow!("device-name template: {e}")))?
     };
     let mut conn = state.pool.acquire().await?;
-    for name in candidates {
-        if unbox_db::devices::set_assigned_name(
+    for candidate in candidates {
+        // One statement, no notification: another instance that still thinks the device
+        // unnamed gets the name given here back, rather than giving another.
+        let named = unbox_db::devices::assign_name(
             &mut conn,
             entry.tenant_id,
             entry.id,
-            &name,
+            &candidate,
             profile_id,
         )
-        .await?
-        {
-            let mut device_state = entry.state.lock().map_err(|_| poisoned())?;
-            device_state.assigned_name = Some(name.clone());
-            device_state.assigned_name_profile_id = Some(profile_id);
-            return Ok(Some(name));
-        }
+        .await?;
+        let Some(name) = named else {
+            // Taken by another device: the next candidate.
+            continue;
+        };
+        let mut device_state = entry.state.lock().map_err(|_| poisoned())?;
+        device_state.assigned_name = Some(name.clone());
+        device_state.assigned_name_profile_id = Some(profile_id);
+        return Ok(Some(name));
     }
     Err(ApiError::conflict(
         "DeviceNameExhausted",
@@ -635,6 +643,8 @@ fn record_contact(
         }
     });
     let profile_name = profile.map(|(_, s)| s.display_name.clone());
+    let facts_changed = device_state.os_type != presented.os_type
+        || (profile_name.is_some() && device_state.enrollment_profile_name != profile_name);
     state
         .device
         .batch
@@ -644,6 +654,7 @@ fn record_contact(
             at: now,
             os_type: presented.os_type.to_owned(),
             profile_name: profile_name.clone(),
+            facts_changed,
             deployment: open.as_ref().map(|o| DownloadDeployment {
                 id: o.id,
                 new: o.new,
@@ -657,10 +668,7 @@ fn record_contact(
     // Rules may read the OS type and the downloaded profile's name: when the tenant's do, and
     // they changed, the device resolves again once the batch holding the change is written.
     let reads = device_state.resolved.is_none_or(|r| r.reads_download_facts);
-    if reads
-        && (device_state.os_type != presented.os_type
-            || (profile_name.is_some() && device_state.enrollment_profile_name != profile_name))
-    {
+    if reads && facts_changed {
         device_state.refresh_after_write = true;
     }
     presented.os_type.clone_into(&mut device_state.os_type);
@@ -874,13 +882,12 @@ pub async fn post_event(
         ));
     }
     let (tenant_id, device_id, deployment_id) = (claims.tid, claims.did, claims.sub);
-    // The deployment may still be in the write batch.
-    if state.device.batch.holds(tenant_id, device_id)
-        && !state
-            .device
-            .batch
-            .flush(std::time::Duration::from_secs(2))
-            .await
+    // The deployment may still be in the write batch, or being written (at once when neither).
+    if !state
+        .device
+        .batch
+        .flush(std::time::Duration::from_secs(2))
+        .await
     {
         return Err(ApiError::unavailable(
             "the database is unavailable; retry shortly",
