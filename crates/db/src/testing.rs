@@ -174,6 +174,25 @@ pub async fn fresh_database() -> PgConnectOptions {
     server().await.clone().database(&name)
 }
 
+/// Drops a database made by [`fresh_database`] (benchmarks fill theirs with gigabytes; tests
+/// leave theirs for inspection, and a later run drops them).
+pub async fn drop_database(options: &PgConnectOptions) {
+    let Some(name) = options.get_database() else {
+        return;
+    };
+    let mut admin = admin_connection().await;
+    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    )))
+    .execute(&mut admin)
+    .await
+    {
+        tracing::warn!(error = %e, database = name, "dropping a test database failed");
+    }
+    admin.close().await.ok();
+}
+
 /// The URL form of connect options made by [`fresh_database`] (for child processes).
 pub fn url_of(options: &PgConnectOptions) -> String {
     let user = options.get_username();

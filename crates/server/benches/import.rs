@@ -21,6 +21,10 @@ use unbox_server::auth::tokens::{LocalKey, TokenService};
 use unbox_server::config::Cli;
 use uuid::Uuid;
 
+// The server runs in this process: give it unboxd's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,4 +220,7 @@ async fn run() {
     );
     let _ = stop.send(());
     let _ = server.await;
+    drop(conn);
+    pool.close().await;
+    unbox_db::testing::drop_database(&options).await;
 }

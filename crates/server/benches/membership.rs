@@ -405,4 +405,5 @@ async fn main() {
         percentile(&times, 0.99).as_secs_f64() * 1e6
     );
     drop(server);
+    unbox_db::testing::drop_database(&options).await;
 }
