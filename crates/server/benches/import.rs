@@ -5,7 +5,8 @@
 //! of COPY's rows per second.
 //!
 //! `cargo bench -p unbox-server --bench import` (DATABASE_URL names a PostgreSQL server, else
-//! the tests' private cluster is used; the bench makes a database of its own).
+//! the tests' private cluster is used, which runs without fsync: for figures, name a durable
+//! server; the bench makes a database of its own and drops it at the end).
 //! `UNBOX_BENCH_ROWS` changes the row count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
