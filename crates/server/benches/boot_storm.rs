@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::proc_status_kib;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -641,16 +644,7 @@ async fn bench() {
         results.push((clients, unbox, pg));
     }
     // Every device has been served: the cache holds all of them, or is full.
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap_or_default();
-    let kib = |field: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let kib = |field: &str| proc_status_kib(server.0.id(), field);
     println!(
         "unboxd memory, {devices} devices served, cache of {cache_entries} entries: resident {} MiB, peak {} MiB\n",
         kib("VmRSS:") / 1024,

@@ -11,6 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+use common::proc_status_kib;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,16 +79,6 @@ const TYPICAL_RULES: [&str; 49] = [
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Server {
@@ -305,7 +298,7 @@ async fn main() {
     );
     println!(
         "unboxd resident memory while serving {devices} devices: {} MiB",
-        rss_kib(pid, "VmRSS:") / 1024
+        proc_status_kib(pid, "VmRSS:") / 1024
     );
 
     // Rule changes, through the API, timed to stored membership complete.
@@ -326,8 +319,8 @@ async fn main() {
     );
     println!(
         "unboxd resident memory after the recomputes: {} MiB; peak (VmHWM, recompute included): {} MiB",
-        rss_kib(pid, "VmRSS:") / 1024,
-        rss_kib(pid, "VmHWM:") / 1024
+        proc_status_kib(pid, "VmRSS:") / 1024,
+        proc_status_kib(pid, "VmHWM:") / 1024
     );
 
     // Resolution in-process: the 50 compiled rules against a device, then the ordering.
