@@ -446,3 +446,69 @@ async fn the_report_filters_counts_and_pages() {
     let theirs = app.get("/v1/deployments", &other.token).await;
     assert_eq!(theirs.body["summary"]["total"], 0);
 }
+
+/// A re-download within the hour continues the deployment, on any instance. The batch records
+/// it on the device's contact row, not the deployment row; reads and other instances see the
+/// later download all the same.
+#[tokio::test]
+async fn re_downloads_continue_the_deployment_on_every_instance() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_beside().await;
+    let tenant = setup(&a).await;
+    let machine = hash("DEP-CONT", true, 0);
+    let device = a.register(&tenant, &machine, json!({})).await;
+    let timeline = async |app: &TestApp| {
+        let r = app
+            .get(&format!("/v1/devices/{device}/deployments"), &tenant.token)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["items"].as_array().unwrap().clone()
+    };
+    let (first, token) = download(&a, &machine).await;
+    let opened = timeline(&a).await;
+    let at = |item: &Value| {
+        chrono::DateTime::parse_from_rfc3339(item["lastDownloadAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let first_download = at(&opened[0]);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (again, same_token) = download(&a, &machine).await;
+    assert_eq!(again, first, "continued");
+    assert_eq!(same_token, token, "a retry is no event: the same token");
+    let items = timeline(&a).await;
+    assert_eq!(items.len(), 1);
+    let moved = at(&items[0]);
+    assert!(moved > first_download, "{moved} after {first_download}");
+    // The deployment row keeps its opening download; the contact row holds the later one.
+    let (row, contact): (chrono::DateTime<Utc>, Option<Uuid>) = sqlx::query_as(
+        "SELECT x.last_download_at, c.last_download_deployment_id
+         FROM deployments x JOIN device_contacts c USING (tenant_id, device_id)",
+    )
+    .fetch_one(&a.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, first_download);
+    assert_eq!(contact, Some(Uuid::parse_str(&first).unwrap()));
+
+    // Another instance, which never saw the device, continues it too.
+    let (on_b, _) = download(&b, &machine).await;
+    assert_eq!(on_b, first);
+    // B writes its batch within the second; A's reads then show B's download.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let items = timeline(&a).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        if at(&items[0]) > moved {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's download never showed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.count("SELECT count(*) FROM deployments WHERE status = 'inProgress'")
+            .await,
+        1
+    );
+}

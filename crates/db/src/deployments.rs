@@ -36,17 +36,30 @@ pub struct DownloadDeployment {
 }
 
 /// Writes a batch of downloads in one transaction (the caller's): new deployments (and the
-/// older open ones they supersede), continued ones, the devices' contact times (narrow rows of
-/// `device_contacts`) and, where they changed, the device fields rules read. Downloads of
+/// older open ones they supersede), the devices' contact times with the deployment each
+/// download opened or continued (narrow rows of `device_contacts`: a continued deployment's
+/// row is not written) and, where they changed, the device fields rules read. Downloads of
 /// devices deleted meanwhile are skipped. The batch holds at most one download per device.
 pub async fn flush_downloads(
     conn: &mut PgConnection,
     downloads: &[Download],
 ) -> Result<(), sqlx::Error> {
-    let (opened, continued): (Vec<_>, Vec<_>) = downloads
+    // A batch is a few thousand rows against tables of millions: the planner, told the
+    // arrays' lengths, would hash or sort whole tables rather than look each row up; and a
+    // generic plan cached while the tables were still small (the first downloads of a new
+    // installation) would scan them whole for every row of every later batch.
+    sqlx::query!(
+        "SELECT set_config('enable_hashjoin', 'off', true) AS hash,
+                set_config('enable_mergejoin', 'off', true) AS merge,
+                set_config('plan_cache_mode', 'force_custom_plan', true) AS plans"
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let opened: Vec<_> = downloads
         .iter()
         .filter_map(|d| d.deployment.as_ref().map(|dep| (d, dep)))
-        .partition(|(_, dep)| dep.new);
+        .filter(|(_, dep)| dep.new)
+        .collect();
     if !opened.is_empty() {
         let tenants: Vec<Uuid> = opened.iter().map(|(d, _)| d.tenant_id).collect();
         let ids: Vec<Uuid> = opened.iter().map(|(_, x)| x.id).collect();
@@ -105,39 +118,84 @@ pub async fn flush_downloads(
         .execute(&mut *conn)
         .await?;
     }
-    if !continued.is_empty() {
-        let tenants: Vec<Uuid> = continued.iter().map(|(d, _)| d.tenant_id).collect();
-        let ids: Vec<Uuid> = continued.iter().map(|(_, x)| x.id).collect();
-        let at: Vec<DateTime<Utc>> = continued.iter().map(|(d, _)| d.at).collect();
+    // Every download, continued deployments included, is one write of the device's contact
+    // row: existing rows are updated in place, first contacts inserted (skipping devices
+    // deleted meanwhile).
+    let tenants: Vec<Uuid> = downloads.iter().map(|d| d.tenant_id).collect();
+    let devices: Vec<Uuid> = downloads.iter().map(|d| d.device_id).collect();
+    let at: Vec<DateTime<Utc>> = downloads.iter().map(|d| d.at).collect();
+    let deployments: Vec<Option<Uuid>> = downloads
+        .iter()
+        .map(|d| d.deployment.as_ref().map(|x| x.id))
+        .collect();
+    let updated = sqlx::query!(
+        "UPDATE device_contacts c
+         SET last_contacted_at = greatest(c.last_contacted_at, u.at),
+             last_download_deployment_id = CASE
+                 WHEN u.deployment_id IS NOT NULL AND u.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN u.deployment_id ELSE c.last_download_deployment_id END,
+             last_download_at = CASE
+                 WHEN u.deployment_id IS NOT NULL AND u.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN u.at ELSE c.last_download_at END
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+              AS u (tenant_id, device_id, at, deployment_id)
+         WHERE c.tenant_id = u.tenant_id AND c.device_id = u.device_id
+         RETURNING c.tenant_id, c.device_id",
+        &tenants,
+        &devices,
+        &at,
+        &deployments as &[Option<Uuid>]
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if updated.len() < downloads.len() {
+        let updated: std::collections::HashSet<(Uuid, Uuid)> = updated
+            .into_iter()
+            .map(|r| (r.tenant_id, r.device_id))
+            .collect();
+        let first: Vec<&Download> = downloads
+            .iter()
+            .filter(|d| !updated.contains(&(d.tenant_id, d.device_id)))
+            .collect();
+        let tenants: Vec<Uuid> = first.iter().map(|d| d.tenant_id).collect();
+        let devices: Vec<Uuid> = first.iter().map(|d| d.device_id).collect();
+        let at: Vec<DateTime<Utc>> = first.iter().map(|d| d.at).collect();
+        let deployments: Vec<Option<Uuid>> = first
+            .iter()
+            .map(|d| d.deployment.as_ref().map(|x| x.id))
+            .collect();
+        // Another instance may have inserted the row meanwhile: then the later download wins.
         sqlx::query!(
-            "UPDATE deployments o
-             SET last_download_at = greatest(o.last_download_at, u.at)
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS u (tenant_id, id, at)
-             WHERE o.tenant_id = u.tenant_id AND o.id = u.id AND o.status = 'inProgress'",
+            "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
+                                          last_download_deployment_id, last_download_at)
+             SELECT u.tenant_id, u.device_id, u.at, u.deployment_id,
+                    CASE WHEN u.deployment_id IS NOT NULL THEN u.at END
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+                  AS u (tenant_id, device_id, at, deployment_id)
+             WHERE EXISTS (SELECT 1 FROM devices d
+                           WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id)
+             ORDER BY u.tenant_id, u.device_id
+             ON CONFLICT (tenant_id, device_id) DO UPDATE
+                 SET last_contacted_at = greatest(device_contacts.last_contacted_at,
+                                                  excluded.last_contacted_at),
+                     last_download_deployment_id = CASE
+                         WHEN excluded.last_download_deployment_id IS NOT NULL
+                          AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                         THEN excluded.last_download_deployment_id
+                         ELSE device_contacts.last_download_deployment_id END,
+                     last_download_at = CASE
+                         WHEN excluded.last_download_deployment_id IS NOT NULL
+                          AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                         THEN excluded.last_download_at
+                         ELSE device_contacts.last_download_at END",
             &tenants,
-            &ids,
-            &at
+            &devices,
+            &at,
+            &deployments as &[Option<Uuid>]
         )
         .execute(&mut *conn)
         .await?;
     }
-    let tenants: Vec<Uuid> = downloads.iter().map(|d| d.tenant_id).collect();
-    let devices: Vec<Uuid> = downloads.iter().map(|d| d.device_id).collect();
-    let at: Vec<DateTime<Utc>> = downloads.iter().map(|d| d.at).collect();
-    sqlx::query!(
-        "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at)
-         SELECT u.tenant_id, u.id, u.at
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS u (tenant_id, id, at)
-         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.tenant_id = u.tenant_id AND d.id = u.id)
-         ORDER BY u.tenant_id, u.id
-         ON CONFLICT (tenant_id, device_id) DO UPDATE
-             SET last_contacted_at = greatest(device_contacts.last_contacted_at, excluded.last_contacted_at)",
-        &tenants,
-        &devices,
-        &at
-    )
-    .execute(&mut *conn)
-    .await?;
     let changed: Vec<&Download> = downloads.iter().filter(|d| d.facts_changed).collect();
     if !changed.is_empty() {
         let tenants: Vec<Uuid> = changed.iter().map(|d| d.tenant_id).collect();
@@ -331,7 +389,10 @@ pub async fn of_device(
                        ELSE x.status END AS "status!",
                   CASE WHEN x.status = 'inProgress' AND x.timeout_at <= now() THEN 'timeout'
                        ELSE x.failure_reason END AS failure_reason,
-                  x.last_phase, x.opened_at, x.last_download_at, x.last_event_at,
+                  x.last_phase, x.opened_at, greatest(x.last_download_at,
+                      (SELECT c.last_download_at FROM device_contacts c
+                       WHERE c.tenant_id = x.tenant_id AND c.device_id = x.device_id
+                         AND c.last_download_deployment_id = x.id)) AS "last_download_at!", x.last_event_at,
                   CASE WHEN x.status = 'inProgress' AND x.timeout_at <= now() THEN x.timeout_at
                        ELSE x.finished_at END AS finished_at,
                   x.timeout_at
@@ -375,7 +436,10 @@ pub async fn report(
         r#"SELECT x.id, x.device_id, d.serial_number, x.profile_id, x.profile_name,
                   x.effective_status AS "status!",
                   CASE WHEN x.lapsed THEN 'timeout' ELSE x.failure_reason END AS failure_reason,
-                  x.last_phase, x.opened_at, x.last_download_at, x.last_event_at,
+                  x.last_phase, x.opened_at, greatest(x.last_download_at,
+                      (SELECT c.last_download_at FROM device_contacts c
+                       WHERE c.tenant_id = x.tenant_id AND c.device_id = x.device_id
+                         AND c.last_download_deployment_id = x.id)) AS "last_download_at!", x.last_event_at,
                   CASE WHEN x.lapsed THEN x.timeout_at ELSE x.finished_at END AS finished_at,
                   x.timeout_at
            FROM (SELECT *, (status = 'inProgress' AND timeout_at <= now()) AS lapsed,

@@ -45,8 +45,11 @@ pub async fn get(
                   o.timeout_at AS "open_timeout_at?", o.timeout_minutes AS "open_timeout_minutes?"
            FROM devices d
            LEFT JOIN LATERAL (
-               SELECT x.id, x.profile_id, x.opened_at, x.last_download_at, x.timeout_at,
-                      x.timeout_minutes
+               SELECT x.id, x.profile_id, x.opened_at, x.timeout_at, x.timeout_minutes,
+                      greatest(x.last_download_at,
+                               (SELECT c.last_download_at FROM device_contacts c
+                                WHERE c.tenant_id = x.tenant_id AND c.device_id = x.device_id
+                                  AND c.last_download_deployment_id = x.id)) AS last_download_at
                FROM deployments x
                WHERE x.tenant_id = d.tenant_id AND x.device_id = d.id AND x.status = 'inProgress'
                ORDER BY x.opened_at DESC LIMIT 1) o ON true

@@ -48,6 +48,9 @@ impl Default for PoolSettings {
     }
 }
 
+/// How long a pooled connection may sit unused before it is checked again when taken.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 pub async fn connect(
     options: PgConnectOptions,
     settings: &PoolSettings,
@@ -56,6 +59,18 @@ pub async fn connect(
         .max_connections(settings.max_connections)
         .min_connections(1)
         .acquire_timeout(settings.acquire_timeout)
+        // sqlx pings every connection it hands out, a round trip before each use. A connection
+        // in steady use was just checked when it came back (sqlx pings it on release), so only
+        // one that sat idle (through a database restart, say) is pinged before it is used.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .idle_timeout(Duration::from_secs(300))
         .connect_with(options.application_name("unboxd"))
         .await
