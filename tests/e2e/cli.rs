@@ -1771,7 +1771,7 @@ async fn https_with_a_private_ca() {
 
     use unbox_server::auth::tokens::{LocalKey, TokenService};
     use unbox_server::device::tls::{Tls, TlsFiles};
-    use unbox_server::state::{AppState, Settings};
+    use unbox_server::state::{AppState, Services, Settings};
 
     let app = TestApp::spawn().await;
     let tenant = app.bootstrap("Contoso", "contoso.com").await;
@@ -1796,14 +1796,14 @@ async fn https_with_a_private_ca() {
         ..Settings::default()
     };
     let signing = LocalKey::load_or_generate(&dir.path().join("signing-key.pem")).unwrap();
-    let state = AppState {
+    let state = AppState::from(Services {
         pool: app.pool.clone(),
         tokens: TokenService::new(base.clone(), Duration::from_secs(3600), signing, None),
         metrics: unbox_server::telemetry::metrics_handle(),
         rules: std::sync::Arc::default(),
         device: unbox_server::device::DeviceRuntime::new(settings.device.clone()),
         settings: std::sync::Arc::new(settings),
-    };
+    });
     let tls = Tls::new(TlsFiles {
         cert: cert_file.clone(),
         key: dir.path().join("key.pem"),

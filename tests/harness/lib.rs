@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use unbox_domain::hardware_hash::{HashSpec, build};
 use unbox_server::auth::tokens::{ExternalIssuerConfig, LocalKey, TokenService};
-use unbox_server::state::{AppState, Settings};
+use unbox_server::state::{AppState, Services, Settings};
 
 /// A running server and what tests need to talk to it and to look into its database.
 pub struct TestApp {
@@ -120,14 +120,14 @@ impl TestApp {
         let tokens = TokenService::new(base.clone(), Duration::from_secs(3600), key, external);
         let rules: std::sync::Arc<unbox_server::cache::RuleCache> = std::sync::Arc::default();
         let device = unbox_server::device::DeviceRuntime::new(settings.device.clone());
-        let state = AppState {
+        let state = AppState::from(Services {
             pool: pool.clone(),
             tokens: tokens.clone(),
             metrics: unbox_server::telemetry::metrics_handle(),
             rules: rules.clone(),
             device: device.clone(),
             settings: std::sync::Arc::new(settings),
-        };
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(unbox_server::startup::serve(listener, state, async move {
             let _ = rx.await;

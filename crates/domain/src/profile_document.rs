@@ -61,9 +61,11 @@ pub struct OnlineFacts<'a> {
     pub downloaded_at: DateTime<Utc>,
 }
 
+/// A rendered document, to serialize: [`online_document`] gives it without building a JSON
+/// tree first (the device call serializes it straight into its response).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Document<'a> {
+pub struct Document<'a> {
     version: u32,
     #[serde(rename = "Comment_File")]
     comment_file: String,
@@ -95,6 +97,22 @@ struct Document<'a> {
     policy_download_date: Option<String>,
 }
 
+/// `CloudAssignedAadServerData`, a JSON document in a string (fields in alphabetical order, as
+/// the converter writes them).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServerData<'a> {
+    zero_touch_config: ZeroTouchConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ZeroTouchConfig<'a> {
+    cloud_assigned_tenant_domain: &'a str,
+    cloud_assigned_tenant_upn: &'a str,
+    forced_enrollment: u8,
+}
+
 fn document<'a>(
     profile_id: Uuid,
     settings: &'a ProfileSettings,
@@ -103,14 +121,14 @@ fn document<'a>(
 ) -> Document<'a> {
     let hybrid = settings.join_type == JoinType::Hybrid;
     let forced = u8::from(settings.oobe.hide_change_account_options);
-    let server_data = serde_json::json!({
-        "ZeroTouchConfig": {
-            "CloudAssignedTenantUpn": "",
-            "ForcedEnrollment": forced,
-            "CloudAssignedTenantDomain": tenant.domain,
-        }
+    let server_data = serde_json::to_string(&ServerData {
+        zero_touch_config: ZeroTouchConfig {
+            cloud_assigned_tenant_domain: tenant.domain,
+            cloud_assigned_tenant_upn: "",
+            forced_enrollment: forced,
+        },
     })
-    .to_string();
+    .unwrap_or_default();
     let language = settings
         .oobe
         .skip_keyboard_selection
@@ -148,7 +166,17 @@ fn document<'a>(
     }
 }
 
-/// The document a device downloads online.
+/// The document a device downloads online, ready to serialize.
+pub fn online_document<'a>(
+    profile_id: Uuid,
+    settings: &'a ProfileSettings,
+    tenant: TenantFacts<'a>,
+    online: OnlineFacts<'a>,
+) -> Document<'a> {
+    document(profile_id, settings, tenant, Some(online))
+}
+
+/// The document a device downloads online, as a JSON value.
 pub fn render_online(
     profile_id: Uuid,
     settings: &ProfileSettings,

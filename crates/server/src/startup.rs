@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::tokens::{ExternalIssuerConfig, JwksSource, LocalKey, PublicKey, TokenService};
 use crate::auth::{Scope, secrets};
 use crate::config::{GlobalOptions, ServeOptions, redact_url};
-use crate::state::{AppState, Settings};
+use crate::state::{AppState, Services, Settings};
 
 /// The name of the database unboxd creates in its embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "unbox";
@@ -148,7 +148,7 @@ pub fn app_state(
     global: &GlobalOptions,
     serve: &ServeOptions,
 ) -> AppState {
-    AppState {
+    AppState::from(Services {
         pool,
         tokens,
         metrics: crate::telemetry::metrics_handle(),
@@ -159,7 +159,7 @@ pub fn app_state(
             data_dir: global.data_dir.clone(),
             device: device_settings(serve),
         }),
-    }
+    })
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.

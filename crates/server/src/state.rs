@@ -7,8 +7,28 @@ use sqlx::PgPool;
 
 use crate::auth::tokens::TokenService;
 
+/// The handlers' shared state: cloned for every request (by the router and by extractors), so
+/// it is one reference-counted pointer to [`Services`].
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What every handler uses.
+#[derive(Debug)]
+pub struct Services {
     pub pool: PgPool,
     pub tokens: TokenService,
     pub metrics: PrometheusHandle,

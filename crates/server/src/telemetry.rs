@@ -1,6 +1,7 @@
 //! Logs, request ids and request metrics.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -72,6 +73,45 @@ fn accept_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_owned())
 }
 
+type RouteHandles = (metrics::Counter, metrics::Histogram);
+
+/// The request counter and latency histogram of a route, method and status. Registered once
+/// and kept: building the labelled key and finding it in the registry on every request cost
+/// more than the device call's own cache lookups.
+fn route_metrics(route: &str, method: &axum::http::Method, status: u16) -> RouteHandles {
+    type Handles = HashMap<Box<str>, Vec<(axum::http::Method, u16, RouteHandles)>>;
+    static HANDLES: LazyLock<RwLock<Handles>> = LazyLock::new(Default::default);
+    let find = |handles: &Handles| {
+        handles.get(route).and_then(|known| {
+            known
+                .iter()
+                .find(|(m, s, _)| m == method && *s == status)
+                .map(|(_, _, h)| h.clone())
+        })
+    };
+    if let Some(found) = HANDLES.read().ok().as_deref().and_then(find) {
+        return found;
+    }
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    let handles = (
+        metrics::counter!("http_requests_total", &labels),
+        metrics::histogram!("http_request_duration_seconds", &labels),
+    );
+    if let Ok(mut known) = HANDLES.write()
+        && find(&known).is_none()
+    {
+        known
+            .entry(Box::from(route))
+            .or_default()
+            .push((method.clone(), status, handles.clone()));
+    }
+    handles
+}
+
 /// Gives every request an id (the caller's `X-Request-Id` when sane), a span carrying it,
 /// the id in the response, one log line, and its count and latency by route and status.
 pub async fn request_context(request: Request, next: Next) -> Response {
@@ -80,10 +120,8 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .get(REQUEST_ID_HEADER)
         .and_then(accept_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
@@ -95,13 +133,9 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    let (requests, duration) = route_metrics(route, &method, status);
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status,

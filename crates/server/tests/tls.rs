@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use unbox_server::auth::tokens::{LocalKey, TokenService};
 use unbox_server::device::tls::{Tls, TlsFiles};
-use unbox_server::state::{AppState, Settings};
+use unbox_server::state::{AppState, Services, Settings};
 
 /// A self-signed certificate for localhost, written to `dir` as cert.pem and key.pem;
 /// returns the certificate's PEM.
@@ -79,14 +79,14 @@ async fn https_with_a_certificate_reloaded_on_sighup() {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
-    let state = AppState {
+    let state = AppState::from(Services {
         pool: pool.clone(),
         tokens: TokenService::new(base.clone(), Duration::from_secs(3600), key, None),
         metrics: unbox_server::telemetry::metrics_handle(),
         rules: std::sync::Arc::default(),
         device: unbox_server::device::DeviceRuntime::new(settings.device.clone()),
         settings: std::sync::Arc::new(settings),
-    };
+    });
     let tls = Tls::new(TlsFiles {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),

@@ -308,7 +308,7 @@ pub enum TokenError {
 /// Issues and verifies access tokens.
 #[derive(Clone)]
 pub struct TokenService {
-    issuer: String,
+    issuer: Arc<str>,
     lifetime: Duration,
     key: Arc<LocalKey>,
     /// Rotated-out keys, still verifying and published.
@@ -348,7 +348,7 @@ impl TokenService {
             })
         });
         Self {
-            issuer,
+            issuer: Arc::from(issuer),
             lifetime,
             key: Arc::new(key),
             previous: Arc::new(Vec::new()),
@@ -385,7 +385,7 @@ impl TokenService {
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let key = self.own_key(&kid).ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_issuer(&[&*self.issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 0;
@@ -429,7 +429,7 @@ impl TokenService {
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = now_secs();
         let claims = Claims {
-            iss: self.issuer.clone(),
+            iss: self.issuer.to_string(),
             aud: AUDIENCE.to_owned(),
             sub: subject.to_string(),
             exp: now + self.lifetime.as_secs(),
@@ -449,7 +449,7 @@ impl TokenService {
             (
                 own.clone(),
                 Algorithm::EdDSA,
-                self.issuer.as_str(),
+                &*self.issuer,
                 AUDIENCE,
                 Issuer::Unbox,
             )

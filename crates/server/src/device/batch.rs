@@ -21,7 +21,7 @@ use super::cache::DeviceCache;
 
 #[derive(Debug, Default)]
 struct Pending {
-    downloads: HashMap<(Uuid, Uuid), Download>,
+    downloads: HashMap<(Uuid, Uuid), Download, foldhash::fast::RandomState>,
     /// Sequence number of the latest download taken in.
     seq: u64,
 }

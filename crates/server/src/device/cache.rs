@@ -34,10 +34,11 @@ const SHARDS: usize = 16;
 /// Slots of the per-device invalidation counters.
 const DEVICE_EPOCH_SLOTS: usize = 4096;
 
-/// An LRU map split in shards, each behind its own lock.
+/// An LRU map split in shards, each behind its own lock. Keys are ids and keyed digests, so a
+/// fast seeded hash serves (SipHash was a visible part of a cached request).
 struct Sharded<K, V> {
-    shards: Vec<Mutex<LruCache<K, V>>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<LruCache<K, V, foldhash::fast::RandomState>>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
@@ -45,13 +46,18 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         let per_shard = NonZeroUsize::new((capacity / SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .map(|_| {
+                    Mutex::new(LruCache::with_hasher(
+                        per_shard,
+                        foldhash::fast::RandomState::default(),
+                    ))
+                })
                 .collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<LruCache<K, V>> {
+    fn shard(&self, key: &K) -> &Mutex<LruCache<K, V, foldhash::fast::RandomState>> {
         let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
@@ -60,9 +66,28 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         self.shard(key).lock().ok()?.get(key).cloned()
     }
 
+    /// Like `get`, without marking the entry used.
+    fn peek(&self, key: &K) -> Option<V> {
+        self.shard(key).lock().ok()?.peek(key).cloned()
+    }
+
     fn put(&self, key: K, value: V) {
         if let Ok(mut shard) = self.shard(&key).lock() {
             shard.put(key, value);
+        }
+    }
+
+    /// Puts the entry and returns the one it pushed out of the shard, if any.
+    fn push(&self, key: K, value: V) -> Option<(K, V)> {
+        self.shard(&key).lock().ok()?.push(key, value)
+    }
+
+    /// Removes the entry if `remove` says so of its value.
+    fn remove_if(&self, key: &K, remove: impl FnOnce(&V) -> bool) {
+        if let Ok(mut shard) = self.shard(key).lock()
+            && shard.peek(key).is_some_and(remove)
+        {
+            shard.pop(key);
         }
     }
 
@@ -211,10 +236,12 @@ impl std::fmt::Debug for DeviceCache {
 }
 
 impl DeviceCache {
-    /// A cache of at most `capacity` devices (and twice as many claim keys).
+    /// A cache of at most `capacity` devices. The claim keys are those of the cached devices
+    /// (at most two each), which leave with their device: the claim map is sized so that it
+    /// never has to push any out itself, however unevenly the shards fill.
     pub fn new(capacity: usize) -> Self {
         Self {
-            claims: Sharded::new(capacity.saturating_mul(2)),
+            claims: Sharded::new(capacity.saturating_mul(3)),
             devices: Sharded::new(capacity),
             tenants: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
@@ -272,8 +299,9 @@ impl DeviceCache {
         if !self.is_trusted() {
             return None;
         }
+        // Recency is kept by the device map; the claim map only follows it.
         keys.iter()
-            .map(|k| self.claims.get(&claim_digest(k)))
+            .map(|k| self.claims.peek(&claim_digest(k)))
             .collect()
     }
 
@@ -296,7 +324,20 @@ impl DeviceCache {
         for claim in &entry.claims {
             self.claims.put(*claim, owner);
         }
-        self.devices.put((entry.tenant_id, entry.id), entry);
+        let key = (entry.tenant_id, entry.id);
+        if let Some((pushed_out, gone)) = self.devices.push(key, entry)
+            && pushed_out != key
+        {
+            // The least recently used device made room: its claim keys go with it (unless one
+            // names another device by now).
+            let owner = ClaimOwner {
+                tenant_id: gone.tenant_id,
+                device_id: gone.id,
+            };
+            for claim in &gone.claims {
+                self.claims.remove_if(claim, |o| *o == owner);
+            }
+        }
     }
 
     /// The tenant's current generation: a resolution computed now is stored with it.

@@ -15,11 +15,15 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use unbox_db::deployments::{Download, DownloadDeployment};
 use unbox_db::devices::{Claim, ClaimOwner};
-use unbox_domain::api::{DeploymentHandle, DeviceProfileRequest, DeviceProfileResponse};
+use unbox_domain::api::{Branding, DeviceProfileRequest, DeviceProfileResponse};
 use unbox_domain::device_name;
-use unbox_domain::identity::{Identity, IdentityKeys, matches};
-use unbox_domain::profile::{DeploymentMode, JoinType, ProfileSettings};
-use unbox_domain::profile_document::{OnlineFacts, TenantFacts as DocumentTenant, render_online};
+use unbox_domain::identity::{ClaimKind, Identity, IdentityKeys, matches};
+use unbox_domain::profile::{
+    DeploymentMode, DomainJoin, EnrollmentStatusPage, JoinType, ProfileSettings,
+};
+use unbox_domain::profile_document::{
+    Document, OnlineFacts, TenantFacts as DocumentTenant, online_document,
+};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -115,14 +119,66 @@ fn matching_devices(request: &IdentityKeys, owners: &[ClaimOwner]) -> Vec<(Uuid,
         .collect()
 }
 
+/// The request's database connection, taken from the pool on first use and kept to the end: a
+/// request the cache answers takes none, one that misses takes one, not one per lookup (each
+/// take and return costs the pool a round trip to the server).
+struct Db<'a> {
+    pool: &'a sqlx::PgPool,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl<'a> Db<'a> {
+    fn new(pool: &'a sqlx::PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+
+    async fn conn(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+}
+
 fn claim_key(claim: &Claim) -> String {
     format!("{}:{}", claim.kind, claim.key)
+}
+
+/// The device when the cache answers outright: every presented key names one and the same
+/// cached device, and [`matches`] accepts it. Anything else (a key not cached, keys naming
+/// several devices, no match) takes the careful path through [`claim_owners`].
+fn cached_device(
+    state: &AppState,
+    presented: &Presented,
+    claims: &[Claim],
+    keys: &[String],
+) -> Option<Arc<DeviceEntry>> {
+    let cache = &state.device.cache;
+    let owners = cache.owners(keys)?;
+    let first = *owners.first()?;
+    if owners.iter().any(|o| *o != first) {
+        return None;
+    }
+    let entry = cache.device(first.tenant_id, first.device_id)?;
+    // The registration as `matches` sees it: the device's TPM digest, and the presented tuple
+    // when it is one of the keys that named the device.
+    let registration = IdentityKeys {
+        tpm: entry.tpm_ek_sha256.clone(),
+        tuple: claims
+            .iter()
+            .any(|c| c.kind == ClaimKind::Tuple.as_str())
+            .then(|| presented.keys.tuple.clone())
+            .flatten(),
+        ..IdentityKeys::default()
+    };
+    matches(&presented.keys, &registration).then_some(entry)
 }
 
 /// The owners of the presented keys: from the cache when it holds every key and its device,
 /// else from the database.
 async fn claim_owners(
     state: &AppState,
+    db: &mut Db<'_>,
     claims: &[Claim],
     keys: &[String],
 ) -> ApiResult<Vec<ClaimOwner>> {
@@ -146,8 +202,7 @@ async fn claim_owners(
             return Ok(found);
         }
     }
-    let mut conn = state.pool.acquire().await?;
-    Ok(unbox_db::devices::claim_owners(&mut conn, claims).await?)
+    Ok(unbox_db::devices::claim_owners(db.conn().await?, claims).await?)
 }
 
 /// A request whose keys point at several registrations: reported in each tenant's audit log
@@ -198,6 +253,7 @@ async fn collision(state: &AppState, presented: &Presented, devices: &[(Uuid, Uu
 /// The device from the cache, or loaded (with a download still in the write batch applied).
 async fn device_entry(
     state: &AppState,
+    db: &mut Db<'_>,
     tenant_id: Uuid,
     device_id: Uuid,
 ) -> ApiResult<Option<Arc<DeviceEntry>>> {
@@ -206,11 +262,10 @@ async fn device_entry(
         return Ok(Some(entry));
     }
     let epoch = cache.epoch(tenant_id, device_id);
-    let mut conn = state.pool.acquire().await?;
-    let Some(row) = unbox_db::device_serving::get(&mut conn, tenant_id, device_id).await? else {
+    let Some(row) = unbox_db::device_serving::get(db.conn().await?, tenant_id, device_id).await?
+    else {
         return Ok(None);
     };
-    drop(conn);
     let mut device_state = DeviceState {
         assigned_name: row.assigned_name,
         assigned_name_profile_id: row.assigned_name_profile_id,
@@ -286,7 +341,7 @@ async fn device_entry(
 /// Proof of possession of the device's key: a nonce from `POST /device/v1/challenge` for this
 /// identity, consumed here, signed with the key.
 async fn check_proof(
-    state: &AppState,
+    db: &mut Db<'_>,
     entry: &DeviceEntry,
     body: &DeviceProfileRequest,
     keys: &[String],
@@ -309,9 +364,7 @@ async fn check_proof(
     if proof.nonce.len() > 128 {
         return Err(invalid());
     }
-    let mut conn = state.pool.acquire().await?;
-    let subject = unbox_db::nonces::consume(&mut conn, &proof.nonce).await?;
-    drop(conn);
+    let subject = unbox_db::nonces::consume(db.conn().await?, &proof.nonce).await?;
     let signed = entry
         .key
         .as_ref()
@@ -325,7 +378,11 @@ async fn check_proof(
 }
 
 /// The device's effective profile: cached until its tenant changes, else resolved now.
-async fn effective_profile(state: &AppState, entry: &DeviceEntry) -> ApiResult<Option<Uuid>> {
+async fn effective_profile(
+    state: &AppState,
+    db: &mut Db<'_>,
+    entry: &DeviceEntry,
+) -> ApiResult<Option<Uuid>> {
     let cache = &state.device.cache;
     let generation = cache.generation(entry.tenant_id);
     let cached = entry
@@ -337,13 +394,13 @@ async fn effective_profile(state: &AppState, entry: &DeviceEntry) -> ApiResult<O
     if let Some(resolved) = cached {
         return Ok(resolved.profile_id);
     }
-    let mut conn = state.pool.acquire().await?;
-    let row = unbox_db::devices::get(&mut conn, entry.tenant_id, entry.id)
+    let conn = db.conn().await?;
+    let row = unbox_db::devices::get(conn, entry.tenant_id, entry.id)
         .await?
         .ok_or_else(not_registered)?;
-    let resolution = resolve::device(state, &mut conn, &row, resolve::Detail::Brief).await?;
+    let resolution = resolve::device(state, conn, &row, resolve::Detail::Brief).await?;
     let profile_id = resolution.winner.map(|w| w.profile_id);
-    let rules = state.rules.get(&mut conn, entry.tenant_id).await?;
+    let rules = state.rules.get(conn, entry.tenant_id).await?;
     let reads_download_facts = rules.live.iter().any(|group| {
         let source = group.rule.source().to_ascii_lowercase();
         source.contains("enrollmentprofilename") || source.contains("deviceostype")
@@ -358,6 +415,7 @@ async fn effective_profile(state: &AppState, entry: &DeviceEntry) -> ApiResult<O
 
 async fn profile(
     state: &AppState,
+    db: &mut Db<'_>,
     tenant_id: Uuid,
     profile_id: Uuid,
 ) -> ApiResult<Arc<CachedProfile>> {
@@ -366,8 +424,7 @@ async fn profile(
         return Ok(found);
     }
     let generation = cache.generation(tenant_id);
-    let mut conn = state.pool.acquire().await?;
-    let row = profiles::load(&mut conn, tenant_id, profile_id).await?;
+    let row = profiles::load(db.conn().await?, tenant_id, profile_id).await?;
     let loaded = Arc::new(CachedProfile {
         id: profile_id,
         settings: profiles::settings_of(&row)?,
@@ -376,14 +433,13 @@ async fn profile(
     Ok(loaded)
 }
 
-async fn tenant(state: &AppState, tenant_id: Uuid) -> ApiResult<Arc<TenantFacts>> {
+async fn tenant(state: &AppState, db: &mut Db<'_>, tenant_id: Uuid) -> ApiResult<Arc<TenantFacts>> {
     let cache = &state.device.cache;
     if let Some(found) = cache.tenant_facts(tenant_id) {
         return Ok(found);
     }
     let generation = cache.generation(tenant_id);
-    let mut conn = state.pool.acquire().await?;
-    let row = unbox_db::tenants::get(&mut conn, tenant_id)
+    let row = unbox_db::tenants::get(db.conn().await?, tenant_id)
         .await?
         .ok_or_else(not_registered)?;
     let facts = Arc::new(TenantFacts {
@@ -399,7 +455,7 @@ async fn tenant(state: &AppState, tenant_id: Uuid) -> ApiResult<Arc<TenantFacts>
 /// it already got under this profile, else a fresh expansion of the template, unique in the
 /// tenant. Hybrid join sends no name.
 async fn device_name_for(
-    state: &AppState,
+    db: &mut Db<'_>,
     entry: &DeviceEntry,
     profile_id: Uuid,
     settings: &ProfileSettings,
@@ -426,18 +482,13 @@ async fn device_name_for(
         device_name::candidates(template, &entry.serial_number, &mut rng)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("device-name template: {e}")))?
     };
-    let mut conn = state.pool.acquire().await?;
+    let conn = db.conn().await?;
     for candidate in candidates {
         // One statement, no notification: another instance that still thinks the device
         // unnamed gets the name given here back, rather than giving another.
-        let named = unbox_db::devices::assign_name(
-            &mut conn,
-            entry.tenant_id,
-            entry.id,
-            &candidate,
-            profile_id,
-        )
-        .await?;
+        let named =
+            unbox_db::devices::assign_name(conn, entry.tenant_id, entry.id, &candidate, profile_id)
+                .await?;
         let Some(name) = named else {
             // Taken by another device: the next candidate.
             continue;
@@ -514,28 +565,38 @@ pub async fn fetch_profile(
     let keys: Vec<String> = claims.iter().map(claim_key).collect();
     state.device.limits.check_identity(&keys)?;
 
-    let owners = claim_owners(&state, &claims, &keys).await?;
-    let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice() {
-        [] => return Err(not_registered()),
-        [one] => *one,
-        many => return Err(collision(&state, &presented, many).await),
+    let mut db = Db::new(&state.pool);
+    let entry = match cached_device(&state, &presented, &claims, &keys) {
+        Some(entry) => entry,
+        None => {
+            let owners = claim_owners(&state, &mut db, &claims, &keys).await?;
+            let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice()
+            {
+                [] => return Err(not_registered()),
+                [one] => *one,
+                many => return Err(collision(&state, &presented, many).await),
+            };
+            device_entry(&state, &mut db, tenant_id, device_id)
+                .await?
+                .ok_or_else(not_registered)?
+        }
     };
-    let entry = device_entry(&state, tenant_id, device_id)
-        .await?
-        .ok_or_else(not_registered)?;
-    check_proof(&state, &entry, &body, &keys).await?;
+    let (tenant_id, device_id) = (entry.tenant_id, entry.id);
+    check_proof(&mut db, &entry, &body, &keys).await?;
 
     let now = Utc::now();
-    let Some(profile_id) = effective_profile(&state, &entry).await? else {
+    let Some(profile_id) = effective_profile(&state, &mut db, &entry).await? else {
         record_contact(&state, &entry, &presented, now, None)?;
         return Err(ApiError::not_found("profile")
             .title("No profile assigned")
             .with_code("NoProfileAssigned"));
     };
-    let profile = profile(&state, tenant_id, profile_id).await?;
+    let profile = profile(&state, &mut db, tenant_id, profile_id).await?;
     let settings = &profile.settings;
-    let tenant = tenant(&state, tenant_id).await?;
-    let name = device_name_for(&state, &entry, profile_id, settings).await?;
+    let tenant = tenant(&state, &mut db, tenant_id).await?;
+    let name = device_name_for(&mut db, &entry, profile_id, settings).await?;
+    // Back to the pool before the answer is rendered.
+    drop(db);
     let open = record_contact(
         &state,
         &entry,
@@ -545,47 +606,49 @@ pub async fn fetch_profile(
     )?
     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a download opened no deployment")))?;
 
-    let token = match &open.token {
-        Some(token) => token.to_string(),
+    let token: Arc<str> = match &open.token {
+        Some(token) => token.clone(),
         None => {
-            let token = deployment_token(
+            let token: Arc<str> = Arc::from(deployment_token(
                 &state.tokens,
                 tenant_id,
                 device_id,
                 open.id,
                 open.timeout_at,
-            )?;
+            )?);
             if let Ok(mut device_state) = entry.state.lock()
                 && let Some(current) = device_state.open.as_mut()
                 && current.id == open.id
                 && current.timeout_at == open.timeout_at
             {
-                current.token = Some(Arc::from(token.as_str()));
+                current.token = Some(token.clone());
             }
             token
         }
     };
-    let document = render_online(
-        profile_id,
-        settings,
-        DocumentTenant {
-            id: tenant.id,
-            domain: &tenant.domain,
+    let body = ProfileResponseBody {
+        profile: online_document(
+            profile_id,
+            settings,
+            DocumentTenant {
+                id: tenant.id,
+                domain: &tenant.domain,
+            },
+            OnlineFacts {
+                deployment_id: open.id,
+                device_id,
+                device_name: name.as_deref(),
+                downloaded_at: now,
+            },
+        ),
+        deployment: DeploymentHandleBody {
+            id: open.id,
+            token: &token,
         },
-        OnlineFacts {
-            deployment_id: open.id,
-            device_id,
-            device_name: name.as_deref(),
-            downloaded_at: now,
-        },
-    );
-    let response = DeviceProfileResponse {
-        profile: document,
-        deployment: DeploymentHandle { id: open.id, token },
-        branding: tenant.branding.clone(),
-        enrollment_status_page: settings.enrollment_status_page.clone(),
+        branding: &tenant.branding,
+        enrollment_status_page: &settings.enrollment_status_page,
         domain_join: if settings.join_type == JoinType::Hybrid {
-            settings.domain_join.clone()
+            settings.domain_join.as_ref()
         } else {
             None
         },
@@ -594,7 +657,7 @@ pub async fn fetch_profile(
         let jws = state
             .tokens
             .local_key()
-            .sign(&response)
+            .sign(&body)
             .map_err(ApiError::internal)?;
         return Ok((
             [(header::CONTENT_TYPE, HeaderValue::from_static(JOSE))],
@@ -602,7 +665,36 @@ pub async fn fetch_profile(
         )
             .into_response());
     }
-    Ok(Json(response).into_response())
+    // A document is some 2 KB: one allocation instead of a growing buffer's several.
+    let mut bytes = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut bytes, &body).map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The profile call's answer, [`DeviceProfileResponse`] as the OpenAPI document describes it,
+/// borrowed from the cache and serialized straight into the response.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileResponseBody<'a> {
+    profile: Document<'a>,
+    deployment: DeploymentHandleBody<'a>,
+    branding: &'a Branding,
+    enrollment_status_page: &'a EnrollmentStatusPage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain_join: Option<&'a DomainJoin>,
+}
+
+#[derive(Serialize)]
+struct DeploymentHandleBody<'a> {
+    id: Uuid,
+    token: &'a str,
 }
 
 /// Records a download in memory and in the write batch: contact time, OS type, and with a
