@@ -7,9 +7,12 @@
 //! pgbench: `apt-get install -y postgresql postgresql-contrib`). It starts a private cluster of
 //! its own on a free port (never the machine's shared server), seeds it, starts `unboxd` (release
 //! build, rate limits off, log level `warn`) and drives it with keep-alive HTTP/1.1 connections,
-//! each cycling through its share of the devices' request bodies (Windows 4K hashes with a TPM).
+//! each cycling through its share of the devices' request bodies (Windows 4K hashes with a TPM):
+//! wrk with `boot_storm.lua` for the measured runs (`apt-get install -y wrk`), the bench's own
+//! hyper client for the first downloads and the outage (it counts statuses per second).
 //! Environment: BOOT_STORM_DEVICES (100000), BOOT_STORM_SECONDS (20), BOOT_STORM_CACHE_ENTRIES
-//! (`--device-cache-entries`, default 1.2 × the devices).
+//! (`--device-cache-entries`, default 1.2 × the devices), BOOT_STORM_LOAD (`rust`: the hyper
+//! client for the measured runs too).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -266,6 +269,66 @@ fn figures(samples: &[Sample], elapsed: Duration) -> Figures {
     }
 }
 
+/// The load generator of the measured runs: wrk (C, from Debian's packages) with
+/// `boot_storm.lua` when it is installed and BOOT_STORM_LOAD is not `rust`, else the Rust client
+/// above. wrk costs the shared two cores less per request than a hyper client, as pgbench (C)
+/// does on its side of the comparison.
+fn use_wrk() -> bool {
+    std::env::var("BOOT_STORM_LOAD").map_or(true, |v| v != "rust")
+        && Command::new("wrk").arg("--version").output().is_ok()
+}
+
+/// `wrk -t 2 -c connections` for `seconds`, cycling through the bodies in `bodies_file`.
+fn wrk(
+    address: SocketAddr,
+    bodies_file: &std::path::Path,
+    connections: usize,
+    seconds: u64,
+) -> Figures {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/boot_storm.lua");
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string()])
+        .args([
+            "-d",
+            &format!("{seconds}s"),
+            "--timeout",
+            "10s",
+            "-s",
+            script,
+        ])
+        .arg(format!("http://{address}"))
+        .args(["--", bodies_file.to_str().unwrap(), "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = text
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no summary from wrk: {text}"));
+    let number = |k: &str| summary[k].as_f64().unwrap();
+    let errors = [
+        "non2xx",
+        "connectErrors",
+        "readErrors",
+        "writeErrors",
+        "timeouts",
+    ]
+    .iter()
+    .map(|k| number(k))
+    .sum::<f64>();
+    Figures {
+        rate: (number("requests") - number("non2xx")) / (number("durationUs") / 1e6),
+        p50_ms: number("p50Us") / 1000.0,
+        p99_ms: number("p99Us") / 1000.0,
+        errors: errors as usize,
+    }
+}
+
 /// `pgbench -S -M prepared` with `clients`: tps and latency percentiles from its per-transaction log.
 fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> Figures {
     let logs = cluster.dir.join(format!("pgbench-{clients}"));
@@ -504,6 +567,15 @@ async fn bench() {
             .unwrap();
     seed(&cluster.url("unbox"), tenant, &machines).await;
     let bodies: Arc<Vec<Bytes>> = Arc::new(machines.iter().map(|m| m.body.clone()).collect());
+    let bodies_file = cluster.dir.join("bodies.jsonl");
+    {
+        let mut text = Vec::with_capacity(bodies.iter().map(|b| b.len() + 1).sum());
+        for body in bodies.iter() {
+            text.extend_from_slice(body);
+            text.push(b'\n');
+        }
+        std::fs::write(&bodies_file, text).unwrap();
+    }
     drop(machines);
     let mut db = sqlx::PgConnection::connect(&cluster.url("unbox"))
         .await
@@ -625,10 +697,26 @@ async fn bench() {
     )
     .await;
 
+    let with_wrk = use_wrk();
+    println!(
+        "Load generator of the measured runs: {}\n",
+        if with_wrk {
+            "wrk -t 2 (boot_storm.lua), each thread cycling through half of the devices"
+        } else {
+            "the bench's own hyper client (BOOT_STORM_LOAD=rust, or wrk not installed)"
+        }
+    );
     let mut results = Vec::new();
     for clients in [64usize, 256] {
-        let (samples, elapsed) = storm(address, bodies.clone(), clients, false, run_for).await;
-        let unbox = figures(&samples, elapsed);
+        let unbox = if with_wrk {
+            let file = bodies_file.clone();
+            tokio::task::spawn_blocking(move || wrk(address, &file, clients, seconds))
+                .await
+                .unwrap()
+        } else {
+            let (samples, elapsed) = storm(address, bodies.clone(), clients, false, run_for).await;
+            figures(&samples, elapsed)
+        };
         let pg = pgbench(&cluster, clients, seconds);
         line(
             &format!("unbox profile fetch, {clients} connections"),
