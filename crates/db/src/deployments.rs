@@ -44,17 +44,13 @@ pub async fn flush_downloads(
     conn: &mut PgConnection,
     downloads: &[Download],
 ) -> Result<(), sqlx::Error> {
-    // A batch is a few thousand rows against tables of millions: the planner, told the
-    // arrays' lengths, would hash or sort whole tables rather than look each row up; and a
-    // generic plan cached while the tables were still small (the first downloads of a new
-    // installation) would scan them whole for every row of every later batch.
-    sqlx::query!(
-        "SELECT set_config('enable_hashjoin', 'off', true) AS hash,
-                set_config('enable_mergejoin', 'off', true) AS merge,
-                set_config('plan_cache_mode', 'force_custom_plan', true) AS plans"
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    // The shape of the statements below: the batch's rows (`UNNEST`) drive, and a `LATERAL`
+    // subquery fenced with `OFFSET 0` finds each row's match by key, so the plan is a lookup
+    // per batch row whatever the planner believes of the tables' sizes. Left to choose, it
+    // hashed whole tables for every batch, or, with statistics taken while a table was small
+    // (the first boot storm of an installation), rescanned it once per batch row. Updates
+    // then address the rows found by `ctid`; a row another transaction changed meanwhile is
+    // skipped (its new version has another `ctid`), which each statement says how it handles.
     let opened: Vec<_> = downloads
         .iter()
         .filter_map(|d| d.deployment.as_ref().map(|dep| (d, dep)))
@@ -83,8 +79,9 @@ pub async fn flush_downloads(
                          $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::int[])
                   AS u (tenant_id, id, device_id, profile_id, profile_name, opened_at, at,
                         timeout_at, timeout_minutes)
-             WHERE EXISTS (SELECT 1 FROM devices d
-                           WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id)
+             CROSS JOIN LATERAL (SELECT 1 FROM devices d
+                                 WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id
+                                 OFFSET 0) AS registered
              ORDER BY u.tenant_id, u.id
              ON CONFLICT (tenant_id, id) DO UPDATE
                  SET last_download_at = greatest(deployments.last_download_at, excluded.last_download_at),
@@ -102,14 +99,21 @@ pub async fn flush_downloads(
         )
         .execute(&mut *conn)
         .await?;
-        // A device that opens a deployment has given up on any older open one.
+        // A device that opens a deployment has given up on any older open one. (One that an
+        // event changed at this very moment stays open, and times out or finishes.)
         sqlx::query!(
             "UPDATE deployments o
-             SET status = 'failed', failure_reason = 'superseded', finished_at = u.opened_at
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
-                  AS u (tenant_id, id, device_id, opened_at)
-             WHERE o.tenant_id = u.tenant_id AND o.device_id = u.device_id
-               AND o.status = 'inProgress' AND o.id <> u.id AND o.opened_at < u.opened_at",
+             SET status = 'failed', failure_reason = 'superseded', finished_at = s.opened_at
+             FROM (SELECT older.row, u.opened_at
+                   FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
+                        AS u (tenant_id, id, device_id, opened_at)
+                   CROSS JOIN LATERAL (
+                       SELECT x.ctid AS row FROM deployments x
+                       WHERE x.tenant_id = u.tenant_id AND x.device_id = u.device_id
+                         AND x.status = 'inProgress' AND x.id <> u.id
+                         AND x.opened_at < u.opened_at
+                       OFFSET 0) AS older) s
+             WHERE o.ctid = s.row AND o.status = 'inProgress'",
             &tenants,
             &ids,
             &devices,
@@ -130,16 +134,21 @@ pub async fn flush_downloads(
         .collect();
     let updated = sqlx::query!(
         "UPDATE device_contacts c
-         SET last_contacted_at = greatest(c.last_contacted_at, u.at),
+         SET last_contacted_at = greatest(c.last_contacted_at, s.at),
              last_download_deployment_id = CASE
-                 WHEN u.deployment_id IS NOT NULL AND u.at >= coalesce(c.last_download_at, '-infinity')
-                 THEN u.deployment_id ELSE c.last_download_deployment_id END,
+                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN s.deployment_id ELSE c.last_download_deployment_id END,
              last_download_at = CASE
-                 WHEN u.deployment_id IS NOT NULL AND u.at >= coalesce(c.last_download_at, '-infinity')
-                 THEN u.at ELSE c.last_download_at END
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
-              AS u (tenant_id, device_id, at, deployment_id)
-         WHERE c.tenant_id = u.tenant_id AND c.device_id = u.device_id
+                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN s.at ELSE c.last_download_at END
+         FROM (SELECT found.row, u.at, u.deployment_id
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+                    AS u (tenant_id, device_id, at, deployment_id)
+               CROSS JOIN LATERAL (
+                   SELECT x.ctid AS row FROM device_contacts x
+                   WHERE x.tenant_id = u.tenant_id AND x.device_id = u.device_id
+                   OFFSET 0) AS found) s
+         WHERE c.ctid = s.row
          RETURNING c.tenant_id, c.device_id",
         &tenants,
         &devices,
@@ -164,7 +173,8 @@ pub async fn flush_downloads(
             .iter()
             .map(|d| d.deployment.as_ref().map(|x| x.id))
             .collect();
-        // Another instance may have inserted the row meanwhile: then the later download wins.
+        // First contacts, and rows another transaction changed under the update above (which
+        // skipped them): the later download wins.
         sqlx::query!(
             "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
                                           last_download_deployment_id, last_download_at)
@@ -172,8 +182,9 @@ pub async fn flush_downloads(
                     CASE WHEN u.deployment_id IS NOT NULL THEN u.at END
              FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
                   AS u (tenant_id, device_id, at, deployment_id)
-             WHERE EXISTS (SELECT 1 FROM devices d
-                           WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id)
+             CROSS JOIN LATERAL (SELECT 1 FROM devices d
+                                 WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id
+                                 OFFSET 0) AS registered
              ORDER BY u.tenant_id, u.device_id
              ON CONFLICT (tenant_id, device_id) DO UPDATE
                  SET last_contacted_at = greatest(device_contacts.last_contacted_at,

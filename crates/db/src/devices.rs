@@ -1,7 +1,7 @@
 //! Registered devices and the global claims on their hardware identities.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// A device as the API shows it (never with its hash).
@@ -340,18 +340,16 @@ pub async fn assign_name(
     name: &str,
     profile_id: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    // Its own transaction, committed without waiting for the WAL flush: a boot storm names
-    // every device on its first download, and a flush each was the cold storm's limit. A name
-    // lost to a database crash in the next fraction of a second is given again (or another
-    // one) on the device's next download, as its download itself, still in the write batch,
-    // would be.
-    let mut tx = conn.begin().await?;
-    sqlx::query_scalar!("SELECT set_config('synchronous_commit', 'off', true)")
-        .fetch_one(&mut *tx)
-        .await?;
+    // Committed without waiting for the WAL flush (the setting lasts to the end of the
+    // statement's own transaction): a boot storm names every device on its first download, and
+    // a flush each was the cold storm's limit. A name lost to a database crash in the next
+    // fraction of a second is given again (or another one) on the device's next download, as
+    // the download itself, still in the write batch, would be.
     let done = sqlx::query!(
-        "UPDATE devices SET assigned_name = $3, assigned_name_profile_id = $4
+        "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))
+         UPDATE devices SET assigned_name = $3, assigned_name_profile_id = $4
          WHERE tenant_id = $1 AND id = $2
+           AND EXISTS (SELECT 1 FROM no_flush_wait)
            AND (assigned_name IS NULL OR assigned_name_profile_id IS DISTINCT FROM $4)
            AND NOT EXISTS (SELECT 1 FROM devices o
                            WHERE o.tenant_id = $1 AND o.id <> $2
@@ -361,17 +359,12 @@ pub async fn assign_name(
         name,
         profile_id
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await;
     match done {
-        Ok(done) if done.rows_affected() == 1 => {
-            tx.commit().await?;
-            return Ok(Some(name.to_owned()));
-        }
-        Ok(_) => tx.commit().await?,
-        Err(error) if crate::is_unique_violation(&error, Some("devices_assigned_name_unique")) => {
-            tx.rollback().await?;
-        }
+        Ok(done) if done.rows_affected() == 1 => return Ok(Some(name.to_owned())),
+        Ok(_) => {}
+        Err(error) if crate::is_unique_violation(&error, Some("devices_assigned_name_unique")) => {}
         Err(error) => return Err(error),
     }
     sqlx::query_scalar!(
