@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use unbox_domain::hardware_hash::{HashSpec, OsType, build};
 use unbox_tests::{Answer, TestApp, TestTenant, hash};
+use uuid::Uuid;
 
 const TPM: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -399,4 +400,69 @@ async fn cached_devices_follow_writes_here_at_once_and_elsewhere_shortly() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The cache's notification connection drops (as in a database restart) while a device
+/// changes: once it is back, the instance replays what it missed from the journal, so the
+/// changed device is read again and the one that did not change is still served from memory.
+#[tokio::test]
+async fn a_lost_notification_connection_replays_what_it_missed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap("Contoso", "contoso.com").await;
+    with_default_profile(&app, &tenant, json!({"displayName": "Standard"})).await;
+    let changed = hash("REPLAY-1", true, 0);
+    let kept = hash("REPLAY-2", true, 0);
+    let changed_id: Uuid = app
+        .register(&tenant, &changed, json!({}))
+        .await
+        .parse()
+        .unwrap();
+    let kept_id: Uuid = app
+        .register(&tenant, &kept, json!({}))
+        .await
+        .parse()
+        .unwrap();
+    for machine in [&changed, &kept] {
+        let r = app.device_profile(machine).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let tenant_id: Uuid = tenant.id.parse().unwrap();
+    let cache = &app.device.cache;
+    assert!(cache.device(tenant_id, changed_id).is_some());
+    assert!(cache.device(tenant_id, kept_id).is_some());
+    let connections = cache.connections();
+
+    // The connection is cut and, in the same transaction, a device renamed behind the
+    // instance's back: its notification goes out before the instance can listen again.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE query ILIKE 'LISTEN%unbox_device_changed%' AND datname = current_database()",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE devices SET display_name = 'RENAMED-1' WHERE id = $1")
+        .bind(changed_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(cache.connections() > connections && cache.is_trusted()) {
+        assert!(Instant::now() < deadline, "the connection never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        cache.device(tenant_id, changed_id).is_none(),
+        "the missed change was replayed"
+    );
+    assert!(
+        cache.device(tenant_id, kept_id).is_some(),
+        "what did not change stayed cached"
+    );
+    let r = app.device_profile(&changed).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["profile"]["CloudAssignedDeviceName"], "RENAMED-1");
 }

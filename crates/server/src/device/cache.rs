@@ -7,8 +7,9 @@
 //! - across instances, through `LISTEN` on `unbox_device_changed` (notified by triggers on every
 //!   table the call reads, so no write path can forget) and on the lead's `unbox_invalidate`.
 //!
-//! While the notification connection is down nothing is served from the cache, and it starts
-//! over when the connection is back, since notifications may have been missed meanwhile.
+//! While the notification connection is down nothing is served from the cache. When it is
+//! back, the changes it may have missed are replayed from the `device_cache_changes` journal
+//! (the same triggers write it), so what did not change stays cached.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -224,6 +225,8 @@ pub struct DeviceCache {
     device_epochs: Vec<AtomicU64>,
     /// True only while the notification connection is up.
     trusted: AtomicBool,
+    /// How many times the notification connection was made (and the cache caught up).
+    connections: AtomicU64,
 }
 
 impl std::fmt::Debug for DeviceCache {
@@ -247,6 +250,7 @@ impl DeviceCache {
             epoch: AtomicU64::new(0),
             device_epochs: (0..DEVICE_EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             trusted: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -257,6 +261,11 @@ impl DeviceCache {
 
     pub fn is_trusted(&self) -> bool {
         self.trusted.load(Ordering::Acquire)
+    }
+
+    /// How many times the notification connection has been made.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
     }
 
     fn set_trusted(&self, trusted: bool) {
@@ -447,8 +456,63 @@ impl DeviceCache {
     }
 }
 
+/// How often the listener marks how far it has heard, and how long a mark waits before it
+/// counts (by then every notification of what it saw committed has arrived).
+const MARK_EVERY: Duration = Duration::from_secs(10);
+/// Changes are kept this long (`prune_cache_changes`)...
+const JOURNAL_KEEP: Duration = Duration::from_secs(3600);
+/// ...so an instance cut off for longer than this starts its cache over instead of replaying.
+const REPLAY_HORIZON: Duration = Duration::from_secs(3000);
+
+/// Everything committed before `snapshot` has been applied to the cache.
+struct Heard {
+    snapshot: String,
+    at: std::time::Instant,
+}
+
+impl DeviceCache {
+    /// Applies the changes others committed since `heard`, or starts over when there is no
+    /// such point or it is too old to replay.
+    fn catch_up(&self, heard: Option<&Heard>, changes: Option<Vec<unbox_db::notify::CacheChange>>) {
+        match (heard, changes) {
+            (Some(heard), Some(changes)) if heard.at.elapsed() < REPLAY_HORIZON => {
+                metrics::counter!("unbox_device_cache_replayed_changes_total")
+                    .increment(changes.len() as u64);
+                for change in changes {
+                    match change.device_id {
+                        Some(device) => self.invalidate_device(change.tenant_id, device),
+                        None => self.invalidate_tenant(change.tenant_id),
+                    }
+                }
+            }
+            _ => self.invalidate_all(),
+        }
+    }
+}
+
+/// After (re)connecting: a new mark, and what was missed since the last one.
+async fn catch_up(
+    pool: &PgPool,
+    heard: Option<&Heard>,
+    origin: &str,
+) -> Result<(Heard, Option<Vec<unbox_db::notify::CacheChange>>), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    // Taken after LISTEN: whatever commits from here on is notified.
+    let snapshot = unbox_db::notify::snapshot(&mut conn).await?;
+    let at = std::time::Instant::now();
+    let changes = match heard {
+        Some(heard) if heard.at.elapsed() < REPLAY_HORIZON => {
+            Some(unbox_db::notify::cache_changes_since(&mut conn, &heard.snapshot, origin).await?)
+        }
+        _ => None,
+    };
+    Ok((Heard { snapshot, at }, changes))
+}
+
 /// Keeps a LISTEN connection open while the process serves: the cache is trusted only while
-/// it is up, and starts over at every (re)connection.
+/// it is up. When it comes back (after a database restart, say), the changes committed since
+/// the last point it had heard everything up to are replayed from `device_cache_changes`, so
+/// the cache keeps what did not change instead of starting over.
 pub fn spawn_listener(
     pool: PgPool,
     cache: Arc<DeviceCache>,
@@ -457,6 +521,7 @@ pub fn spawn_listener(
 ) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        let mut heard: Option<Heard> = None;
         loop {
             let connected = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
@@ -467,34 +532,62 @@ pub fn spawn_listener(
                 listener
                     .listen_all([DEVICE_CHANGED, unbox_db::notify::TENANT_CHANGED])
                     .await?;
-                Ok::<_, sqlx::Error>(listener)
+                let (mark, changes) = catch_up(&pool, heard.as_ref(), &origin).await?;
+                Ok::<_, sqlx::Error>((listener, mark, changes))
             };
-            let listener = tokio::select! {
+            let connected = tokio::select! {
                 result = connected => result,
                 _ = shutdown.changed() => return,
             };
-            match listener {
-                Ok(mut listener) => {
-                    cache.invalidate_all();
+            match connected {
+                Ok((mut listener, mark, changes)) => {
+                    cache.catch_up(heard.as_ref(), changes);
+                    heard = Some(mark);
                     cache.set_trusted(true);
+                    cache.connections.fetch_add(1, Ordering::AcqRel);
                     backoff = Duration::from_millis(100);
+                    let mut ticks = tokio::time::interval(MARK_EVERY);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut pending: Option<Heard> = None;
+                    let mut tick_count: u64 = 0;
                     loop {
-                        let next = tokio::select! {
-                            next = listener.try_recv() => next,
-                            _ = shutdown.changed() => return,
-                        };
-                        match next {
-                            Ok(Some(notification)) => {
-                                if notification.channel() == DEVICE_CHANGED {
-                                    cache.apply(&origin, notification.payload());
-                                } else {
-                                    match notification.payload().parse::<Uuid>() {
-                                        Ok(tenant) => cache.invalidate_tenant(tenant),
-                                        Err(_) => cache.invalidate_all(),
+                        tokio::select! {
+                            next = listener.try_recv() => match next {
+                                Ok(Some(notification)) => {
+                                    if notification.channel() == DEVICE_CHANGED {
+                                        cache.apply(&origin, notification.payload());
+                                    } else {
+                                        match notification.payload().parse::<Uuid>() {
+                                            Ok(tenant) => cache.invalidate_tenant(tenant),
+                                            Err(_) => cache.invalidate_all(),
+                                        }
+                                    }
+                                }
+                                Ok(None) | Err(_) => break,
+                            },
+                            _ = ticks.tick() => {
+                                // Last tick's mark counts now: this connection has stayed up
+                                // since, so everything it saw committed has been heard.
+                                if let Some(mark) = pending.take() {
+                                    heard = Some(mark);
+                                }
+                                tick_count += 1;
+                                if let Ok(mut conn) = pool.acquire().await {
+                                    if let Ok(snapshot) = unbox_db::notify::snapshot(&mut conn).await {
+                                        pending = Some(Heard { snapshot, at: std::time::Instant::now() });
+                                    }
+                                    if tick_count.is_multiple_of(6)
+                                        && let Err(error) = unbox_db::notify::prune_cache_changes(
+                                            &mut conn,
+                                            JOURNAL_KEEP.as_secs_f64(),
+                                        )
+                                        .await
+                                    {
+                                        tracing::warn!(error = %error, "pruning the device-cache journal failed");
                                     }
                                 }
                             }
-                            Ok(None) | Err(_) => break,
+                            _ = shutdown.changed() => return,
                         }
                     }
                     tracing::warn!(
@@ -505,8 +598,8 @@ pub fn spawn_listener(
                     tracing::warn!(error = %error, "cannot listen for device-cache invalidations");
                 }
             }
+            // Nothing is served from the cache meanwhile; what changes is replayed on return.
             cache.set_trusted(false);
-            cache.invalidate_all();
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 _ = shutdown.changed() => return,
