@@ -150,11 +150,25 @@ impl ApiError {
     }
 }
 
+/// SQLSTATE classes that say the server is going away or cannot take the work now (a shutdown
+/// or restart, a lost connection, too many connections): a `503`, as a pool timeout is, and
+/// not a `500`.
+fn unavailable_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "53" | "57"))
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             // Overload or a database outage: tell the client to retry, not that we broke.
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                let mut e = Self::unavailable("the database is unavailable; retry shortly");
+                e.0.internal = Some(error.into());
+                e
+            }
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| unavailable_sqlstate(&code)) =>
+            {
                 let mut e = Self::unavailable("the database is unavailable; retry shortly");
                 e.0.internal = Some(error.into());
                 e
@@ -220,3 +234,21 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_sqlstate;
+
+    #[test]
+    fn a_database_going_away_is_unavailable_not_broken() {
+        // admin_shutdown (pg_ctl stop -m fast), crash_shutdown, cannot_connect_now (starting
+        // up), connection_failure, too_many_connections.
+        for code in ["57P01", "57P02", "57P03", "08006", "53300"] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        // unique_violation, undefined_table, serialization_failure: not an outage.
+        for code in ["23505", "42P01", "40001", ""] {
+            assert!(!unavailable_sqlstate(code), "{code}");
+        }
+    }
+}
