@@ -176,17 +176,6 @@ pub fn online_document<'a>(
     document(profile_id, settings, tenant, Some(online))
 }
 
-/// The document a device downloads online, as a JSON value.
-pub fn render_online(
-    profile_id: Uuid,
-    settings: &ProfileSettings,
-    tenant: TenantFacts<'_>,
-    online: OnlineFacts<'_>,
-) -> serde_json::Value {
-    serde_json::to_value(document(profile_id, settings, tenant, Some(online)))
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// The offline `AutopilotConfigurationFile.json`: ASCII only (non-ASCII escaped as `\uXXXX`),
 /// one profile, the device-name template unexpanded.
 pub fn render_offline(
@@ -248,6 +237,15 @@ mod tests {
         assert_eq!(oobe_config(&s) & (1 | 128 | 512), 0);
     }
 
+    fn rendered(
+        profile_id: Uuid,
+        settings: &ProfileSettings,
+        tenant: TenantFacts<'_>,
+        online: OnlineFacts<'_>,
+    ) -> serde_json::Value {
+        serde_json::to_value(online_document(profile_id, settings, tenant, online)).unwrap()
+    }
+
     fn tenant() -> TenantFacts<'static> {
         TenantFacts {
             id: Uuid::nil(),
@@ -263,7 +261,7 @@ mod tests {
         s.locale = "en-GB".into();
         let deployment_id = Uuid::from_u128(1);
         let device_id = Uuid::from_u128(2);
-        let doc = render_online(
+        let doc = rendered(
             Uuid::from_u128(3),
             &s,
             tenant(),
@@ -304,7 +302,7 @@ mod tests {
             domain_name: "corp.contoso.com".into(),
             ..Default::default()
         });
-        let doc = render_online(
+        let doc = rendered(
             Uuid::nil(),
             &s,
             tenant(),

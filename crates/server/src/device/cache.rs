@@ -471,11 +471,11 @@ struct Heard {
 }
 
 impl DeviceCache {
-    /// Applies the changes others committed since `heard`, or starts over when there is no
-    /// such point or it is too old to replay.
-    fn catch_up(&self, heard: Option<&Heard>, changes: Option<Vec<unbox_db::notify::CacheChange>>) {
-        match (heard, changes) {
-            (Some(heard), Some(changes)) if heard.at.elapsed() < REPLAY_HORIZON => {
+    /// Applies the changes others committed since the last mark, or starts over when there
+    /// were none to replay (no mark yet, or one too old).
+    fn catch_up(&self, changes: Option<Vec<unbox_db::notify::CacheChange>>) {
+        match changes {
+            Some(changes) => {
                 metrics::counter!("unbox_device_cache_replayed_changes_total")
                     .increment(changes.len() as u64);
                 for change in changes {
@@ -485,12 +485,13 @@ impl DeviceCache {
                     }
                 }
             }
-            _ => self.invalidate_all(),
+            None => self.invalidate_all(),
         }
     }
 }
 
-/// After (re)connecting: a new mark, and what was missed since the last one.
+/// After (re)connecting: a new mark, and what was missed since the last one (None: nothing
+/// to replay from, start over).
 async fn catch_up(
     pool: &PgPool,
     heard: Option<&Heard>,
@@ -541,7 +542,7 @@ pub fn spawn_listener(
             };
             match connected {
                 Ok((mut listener, mark, changes)) => {
-                    cache.catch_up(heard.as_ref(), changes);
+                    cache.catch_up(changes);
                     heard = Some(mark);
                     cache.set_trusted(true);
                     cache.connections.fetch_add(1, Ordering::AcqRel);
