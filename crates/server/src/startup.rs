@@ -219,6 +219,7 @@ where
 
 /// The tasks that run beside the HTTP server.
 fn spawn_background(state: &AppState, stopped: tokio::sync::watch::Receiver<bool>) {
+    crate::telemetry::spawn_metrics_upkeep(state.metrics.clone(), stopped.clone());
     crate::cache::spawn_listener(state.pool.clone(), state.rules.clone(), stopped.clone());
     crate::membership::spawn_worker(state.pool.clone(), stopped.clone());
     state.device.spawn(&state.pool, stopped.clone());

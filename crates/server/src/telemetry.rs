@@ -63,6 +63,25 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Folds the latency histograms' recent samples into their buckets every few seconds. The
+/// recorder keeps every sample until then (or until a scrape renders them): without this an
+/// instance nobody scrapes would grow by 8 bytes a request, some 1 GiB an hour in a boot storm.
+pub fn spawn_metrics_upkeep(
+    handle: PrometheusHandle,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => handle.run_upkeep(),
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+}
+
 fn accept_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = !text.is_empty()
