@@ -12,11 +12,14 @@
 //! hyper client for the first downloads and the outage (it counts statuses per second).
 //! Environment: BOOT_STORM_DEVICES (100000), BOOT_STORM_SECONDS (20), BOOT_STORM_CACHE_ENTRIES
 //! (`--device-cache-entries`, default 1.2 × the devices), BOOT_STORM_LOAD (`rust`: the hyper
-//! client for the measured runs too).
+//! client for the measured runs too), BOOT_STORM_CONNECTIONS (`64,256`), BOOT_STORM_ROUNDS (1:
+//! how many times each unbox/pgbench pair runs, alternating, to show the run-to-run spread),
+//! BOOT_STORM_OUTAGE (`1`; `0` skips the outage).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod lean_client;
 use common::proc_status_kib;
 
 use std::net::SocketAddr;
@@ -269,13 +272,130 @@ fn figures(samples: &[Sample], elapsed: Duration) -> Figures {
     }
 }
 
-/// The load generator of the measured runs: wrk (C, from Debian's packages) with
-/// `boot_storm.lua` when it is installed and BOOT_STORM_LOAD is not `rust`, else the Rust client
-/// above. wrk costs the shared two cores less per request than a hyper client, as pgbench (C)
-/// does on its side of the comparison.
-fn use_wrk() -> bool {
-    std::env::var("BOOT_STORM_LOAD").map_or(true, |v| v != "rust")
-        && Command::new("wrk").arg("--version").output().is_ok()
+/// CPU time in clock ticks (`CLK_TCK`, 100 a second on Linux): user and system.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: u64,
+    system: u64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+
+    /// (user, system) µs for each of `count` requests.
+    fn per(self, count: f64) -> (f64, f64) {
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / count.max(1.0);
+        (us(self.user), us(self.system))
+    }
+}
+
+/// A process's CPU time, all its threads (`/proc/PID/stat`, fields 14 and 15).
+fn process_cpu(pid: u32) -> Cpu {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: count the fields after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the name come fields 3 (the state), 4, …: utime is field 14, stime 15.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Cpu {
+        user: field(14),
+        system: field(15),
+    }
+}
+
+/// The whole machine's busy CPU time (`/proc/stat`): user and nice; system, irq and softirq.
+fn machine_cpu() -> Cpu {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    Cpu {
+        user: at(0) + at(1),
+        system: at(2) + at(5) + at(6),
+    }
+}
+
+/// What a run cost the machine: (user, system) µs a request.
+#[derive(Debug, Clone, Copy)]
+struct Costs {
+    unboxd_us: (f64, f64),
+    unbox_machine_us: (f64, f64),
+    pgbench_machine_us: (f64, f64),
+}
+
+/// The load generator of the measured runs (BOOT_STORM_LOAD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// `lean_client` (the default): two threads, one write, one read and a share of one
+    /// epoll_wait per request, as pgbench's client (C) costs on its side of the comparison.
+    Lean,
+    /// wrk (from Debian's packages) with `boot_storm.lua`.
+    Wrk,
+    /// The hyper client above.
+    Hyper,
+}
+
+impl Load {
+    fn from_env() -> Load {
+        match std::env::var("BOOT_STORM_LOAD").as_deref() {
+            Ok("wrk") => {
+                assert!(
+                    Command::new("wrk").arg("--version").output().is_ok(),
+                    "BOOT_STORM_LOAD=wrk needs wrk: apt-get install -y wrk"
+                );
+                Load::Wrk
+            }
+            Ok("rust" | "hyper") => Load::Hyper,
+            Ok("lean") | Err(_) => Load::Lean,
+            Ok(other) => panic!("BOOT_STORM_LOAD: lean, wrk or hyper, not {other}"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Load::Lean => {
+                "the bench's lean client (benches/lean_client: 2 threads, epoll, one write and one read a request), each thread cycling through half of the devices"
+            }
+            Load::Wrk => {
+                "wrk -t 2 (boot_storm.lua), each thread cycling through half of the devices"
+            }
+            Load::Hyper => "the bench's hyper client, one task per connection",
+        }
+    }
+}
+
+/// The lean client's run, as figures.
+fn lean(address: SocketAddr, bodies: &[Bytes], connections: usize, run_for: Duration) -> Figures {
+    let outcome = lean_client::run(
+        address,
+        "/device/v1/profile",
+        bodies,
+        connections,
+        2,
+        run_for,
+    );
+    let mut ok = outcome.latencies_us;
+    ok.sort_unstable();
+    Figures {
+        // The answers of the run's last moments (after the deadline) count, over the whole time.
+        rate: ok.len() as f64 / outcome.elapsed.as_secs_f64(),
+        p50_ms: percentile(&ok, 0.50),
+        p99_ms: percentile(&ok, 0.99),
+        errors: outcome.errors,
+    }
 }
 
 /// `wrk -t 2 -c connections` for `seconds`, cycling through the bodies in `bodies_file`.
@@ -697,39 +817,76 @@ async fn bench() {
     )
     .await;
 
-    let with_wrk = use_wrk();
-    println!(
-        "Load generator of the measured runs: {}\n",
-        if with_wrk {
-            "wrk -t 2 (boot_storm.lua), each thread cycling through half of the devices"
-        } else {
-            "the bench's own hyper client (BOOT_STORM_LOAD=rust, or wrk not installed)"
-        }
-    );
+    let load = Load::from_env();
+    println!("Load generator of the measured runs: {}\n", load.describe());
+    let connections: Vec<usize> = std::env::var("BOOT_STORM_CONNECTIONS")
+        .unwrap_or_else(|_| "64,256".to_owned())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("BOOT_STORM_CONNECTIONS: numbers, comma-separated")
+        })
+        .collect();
+    let rounds = env_number("BOOT_STORM_ROUNDS", 1).max(1);
     let mut results = Vec::new();
-    for clients in [64usize, 256] {
-        let unbox = if with_wrk {
-            let file = bodies_file.clone();
-            tokio::task::spawn_blocking(move || wrk(address, &file, clients, seconds))
-                .await
-                .unwrap()
-        } else {
-            let (samples, elapsed) = storm(address, bodies.clone(), clients, false, run_for).await;
-            figures(&samples, elapsed)
+    for clients in (0..rounds).flat_map(|_| connections.iter().copied()) {
+        let (unboxd_before, machine_before) = (process_cpu(server.0.id()), machine_cpu());
+        let unbox_started = Instant::now();
+        let unbox = match load {
+            Load::Lean => {
+                let bodies = bodies.clone();
+                tokio::task::spawn_blocking(move || lean(address, &bodies, clients, run_for))
+                    .await
+                    .unwrap()
+            }
+            Load::Wrk => {
+                let file = bodies_file.clone();
+                tokio::task::spawn_blocking(move || wrk(address, &file, clients, seconds))
+                    .await
+                    .unwrap()
+            }
+            Load::Hyper => {
+                let (samples, elapsed) =
+                    storm(address, bodies.clone(), clients, false, run_for).await;
+                figures(&samples, elapsed)
+            }
         };
+        let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
+        let unboxd_cpu = process_cpu(server.0.id()).since(unboxd_before);
+        let unbox_machine = machine_cpu().since(machine_before);
+        let pg_before = machine_cpu();
+        let pg_started = Instant::now();
         let pg = pgbench(&cluster, clients, seconds);
+        let pg_done = pg.rate * pg_started.elapsed().as_secs_f64();
+        let pg_machine = machine_cpu().since(pg_before);
         line(
             &format!("unbox profile fetch, {clients} connections"),
             unbox,
         );
         line(&format!("pgbench -S -M prepared, {clients} clients"), pg);
         println!(
-            "  ratio unbox/pgbench: {:.2} (requests/s over tps); p99 {:.2} ms vs {:.2} ms\n",
+            "  ratio unbox/pgbench: {:.2} (requests/s over tps); p99 {:.2} ms vs {:.2} ms",
             unbox.rate / pg.rate,
             unbox.p99_ms,
             pg.p99_ms
         );
-        results.push((clients, unbox, pg));
+        let costs = Costs {
+            unboxd_us: unboxd_cpu.per(unbox_served),
+            unbox_machine_us: unbox_machine.per(unbox_served),
+            pgbench_machine_us: pg_machine.per(pg_done),
+        };
+        println!(
+            "  CPU a request: unboxd {:.1} µs (user {:.1}, system {:.1}); the whole machine {:.1} µs a request, {:.1} µs a pgbench transaction ({:.2} of ours)\n",
+            costs.unboxd_us.0 + costs.unboxd_us.1,
+            costs.unboxd_us.0,
+            costs.unboxd_us.1,
+            costs.unbox_machine_us.0 + costs.unbox_machine_us.1,
+            costs.pgbench_machine_us.0 + costs.pgbench_machine_us.1,
+            (costs.pgbench_machine_us.0 + costs.pgbench_machine_us.1)
+                / (costs.unbox_machine_us.0 + costs.unbox_machine_us.1),
+        );
+        results.push((clients, unbox, pg, costs));
     }
     // Every device has been served: the cache holds all of them, or is full.
     let kib = |field: &str| proc_status_kib(server.0.id(), field);
@@ -739,6 +896,10 @@ async fn bench() {
         kib("VmHWM:") / 1024
     );
 
+    if env_number("BOOT_STORM_OUTAGE", 1) == 0 {
+        summary(devices, cold, &results);
+        return;
+    }
     // The database goes away mid-storm and comes back; unboxd is not restarted.
     let total = Duration::from_secs(40);
     let storm_started = Instant::now();
@@ -789,18 +950,28 @@ async fn bench() {
         .collect();
     println!("  after the last error: {} answers, all 200", after.len());
 
+    summary(devices, cold, &results);
+    drop(server);
+}
+
+/// The figures as one JSON line, for comparing runs.
+fn summary(devices: usize, cold: Figures, results: &[(usize, Figures, Figures, Costs)]) {
     println!(
         "\nSummary (JSON): {}",
         json!({
             "devices": devices,
             "cold": {"rate": cold.rate, "p50Ms": cold.p50_ms, "p99Ms": cold.p99_ms},
-            "runs": results.iter().map(|(c, u, p)| json!({
+            "runs": results.iter().map(|(c, u, p, costs)| json!({
                 "connections": c,
                 "unbox": {"rate": u.rate, "p50Ms": u.p50_ms, "p99Ms": u.p99_ms, "non200": u.errors},
                 "pgbench": {"tps": p.rate, "p50Ms": p.p50_ms, "p99Ms": p.p99_ms},
                 "ratio": u.rate / p.rate,
+                "cpuUs": {
+                    "unboxdUser": costs.unboxd_us.0, "unboxdSystem": costs.unboxd_us.1,
+                    "machinePerRequest": costs.unbox_machine_us.0 + costs.unbox_machine_us.1,
+                    "machinePerPgbenchTransaction": costs.pgbench_machine_us.0 + costs.pgbench_machine_us.1,
+                },
             })).collect::<Vec<_>>(),
         })
     );
-    drop(server);
 }
