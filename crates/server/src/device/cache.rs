@@ -193,6 +193,9 @@ pub struct DeviceEntry {
 pub struct CachedProfile {
     pub id: Uuid,
     pub settings: ProfileSettings,
+    /// The answer rendered for this profile and its tenant at the entry's generation (made by
+    /// the first download that needs it; a change to either is a new generation, a new entry).
+    pub answer: std::sync::OnceLock<crate::device::answer::AnswerTemplate>,
 }
 
 /// A tenant as the call needs it.

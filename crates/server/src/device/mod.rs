@@ -2,6 +2,7 @@
 //! limits; the background tasks beside them (batch writer, cache listener, deployment-timeout
 //! and nonce sweep); and the middleware that keeps admin reads and writes consistent with them.
 
+pub mod answer;
 pub mod batch;
 pub mod cache;
 pub mod proof;

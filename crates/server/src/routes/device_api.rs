@@ -15,19 +15,15 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use unbox_db::deployments::{Download, DownloadDeployment};
 use unbox_db::devices::{Claim, ClaimOwner};
-use unbox_domain::api::{Branding, DeviceProfileRequest, DeviceProfileResponse};
+use unbox_domain::api::{DeviceProfileRequest, DeviceProfileResponse};
 use unbox_domain::device_name;
 use unbox_domain::identity::{ClaimKind, Identity, IdentityKeys, matches};
-use unbox_domain::profile::{
-    DeploymentMode, DomainJoin, EnrollmentStatusPage, JoinType, ProfileSettings,
-};
-use unbox_domain::profile_document::{
-    Document, OnlineFacts, TenantFacts as DocumentTenant, online_document,
-};
+use unbox_domain::profile::{DeploymentMode, JoinType, ProfileSettings};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::tokens::TokenService;
+use crate::device::answer::{self, AnswerTemplate};
 use crate::device::cache::{
     CachedProfile, DeviceEntry, DeviceState, OpenDeployment, Resolved, TenantFacts,
 };
@@ -428,6 +424,7 @@ async fn profile(
     let loaded = Arc::new(CachedProfile {
         id: profile_id,
         settings: profiles::settings_of(&row)?,
+        answer: std::sync::OnceLock::new(),
     });
     cache.put_profile(tenant_id, generation, loaded.clone());
     Ok(loaded)
@@ -517,6 +514,18 @@ fn timeout_minutes(settings: &ProfileSettings) -> i32 {
     }
 }
 
+/// Whether the device asked for a signed profile (`Accept: application/jose`). An extractor of
+/// its own: taking the whole `HeaderMap` would copy every header of every request.
+pub struct WantsJose(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for WantsJose {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(WantsJose(wants_jose(&parts.headers)))
+    }
+}
+
 fn wants_jose(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -552,7 +561,7 @@ fn batch_full() -> ApiError {
 pub async fn fetch_profile(
     State(state): State<AppState>,
     client: ClientAddress,
-    headers: HeaderMap,
+    WantsJose(jose): WantsJose,
     Json(body): Json<DeviceProfileRequest>,
 ) -> ApiResult<Response> {
     state.device.limits.check_address(&client)?;
@@ -626,38 +635,18 @@ pub async fn fetch_profile(
             token
         }
     };
-    let body = ProfileResponseBody {
-        profile: online_document(
-            profile_id,
-            settings,
-            DocumentTenant {
-                id: tenant.id,
-                domain: &tenant.domain,
-            },
-            OnlineFacts {
-                deployment_id: open.id,
-                device_id,
-                device_name: name.as_deref(),
-                downloaded_at: now,
-            },
-        ),
-        deployment: DeploymentHandleBody {
-            id: open.id,
-            token: &token,
-        },
-        branding: &tenant.branding,
-        enrollment_status_page: &settings.enrollment_status_page,
-        domain_join: if settings.join_type == JoinType::Hybrid {
-            settings.domain_join.as_ref()
-        } else {
-            None
-        },
+    let download = answer::Download {
+        deployment_id: open.id,
+        device_id,
+        device_name: name.as_deref(),
+        downloaded_at: now,
+        token: &token,
     };
-    if wants_jose(&headers) {
+    if jose {
         let jws = state
             .tokens
             .local_key()
-            .sign(&body)
+            .sign(&answer::body(profile_id, settings, &tenant, download))
             .map_err(ApiError::internal)?;
         return Ok((
             [(header::CONTENT_TYPE, HeaderValue::from_static(JOSE))],
@@ -665,9 +654,13 @@ pub async fn fetch_profile(
         )
             .into_response());
     }
+    // The profile and tenant's answer, rendered once, with this download's values put in.
+    let template = profile
+        .answer
+        .get_or_init(|| AnswerTemplate::new(profile_id, settings, &tenant));
     // A document is some 2 KB: one allocation instead of a growing buffer's several.
     let mut bytes = Vec::with_capacity(4096);
-    serde_json::to_writer(&mut bytes, &body).map_err(ApiError::internal)?;
+    template.render(&download, &mut bytes);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -676,25 +669,6 @@ pub async fn fetch_profile(
         bytes,
     )
         .into_response())
-}
-
-/// The profile call's answer, [`DeviceProfileResponse`] as the OpenAPI document describes it,
-/// borrowed from the cache and serialized straight into the response.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ProfileResponseBody<'a> {
-    profile: Document<'a>,
-    deployment: DeploymentHandleBody<'a>,
-    branding: &'a Branding,
-    enrollment_status_page: &'a EnrollmentStatusPage,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domain_join: Option<&'a DomainJoin>,
-}
-
-#[derive(Serialize)]
-struct DeploymentHandleBody<'a> {
-    id: Uuid,
-    token: &'a str,
 }
 
 /// Records a download in memory and in the write batch: contact time, OS type, and with a
