@@ -49,9 +49,17 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let (router, _) = routes::api_router().split_for_parts();
+    let (admin, _) = routes::admin_router().split_for_parts();
+    let (edge, _) = routes::edge_router().split_for_parts();
     let max_body = state.settings.max_json_body;
-    router
+    // Reads of the admin API wait for the download batch, and its writes invalidate the device
+    // cache; a device call needs neither, and skips that layer's cost.
+    let admin = admin.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        device::consistency,
+    ));
+    admin
+        .merge(edge)
         .route("/openapi.json", get(routes::ops::openapi_json))
         .route("/docs", get(routes::ops::docs))
         .fallback(unknown_route)
@@ -63,10 +71,6 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            device::consistency,
-        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(telemetry::request_context))
         .with_state(state)

@@ -24,13 +24,27 @@ use crate::state::AppState;
 
 /// Every documented route, with the OpenAPI document built from the same declarations.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    use utoipa::OpenApi;
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    admin_router().merge(edge_router())
+}
+
+/// The calls that are not the admin API: devices', the token endpoint, health, metrics and
+/// keys. They skip the admin API's read-your-downloads layer (`crate::device::consistency`).
+pub fn edge_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::jwks))
         .routes(routes!(oauth::token))
+        .routes(routes!(device_api::fetch_profile))
+        .routes(routes!(device_api::challenge))
+        .routes(routes!(device_api::post_event))
+}
+
+/// The admin API, `/v1/…`.
+pub fn admin_router() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenant::get_tenant, tenant::patch_tenant))
         .routes(routes!(clients::create_client, clients::list_clients))
         .routes(routes!(clients::delete_client))
@@ -77,9 +91,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             partners::list_partner_authorizations
         ))
         .routes(routes!(partners::revoke_partner))
-        .routes(routes!(device_api::fetch_profile))
-        .routes(routes!(device_api::challenge))
-        .routes(routes!(device_api::post_event))
         .routes(routes!(deployments::device_timeline))
         .routes(routes!(deployments::report))
 }
