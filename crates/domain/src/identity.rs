@@ -360,6 +360,23 @@ impl IdentityKeys {
     }
 }
 
+/// Appends [`tuple_part`] of `s`, without allocating for the usual ASCII value.
+fn push_tuple_part(out: &mut String, s: &str) {
+    let v = trim_value(s);
+    if v.is_ascii() {
+        // ASCII control characters are exactly those `char::is_control` names in that range.
+        out.extend(v.bytes().map(|b| {
+            if b.is_ascii_control() {
+                '\u{fffd}'
+            } else {
+                char::from(b.to_ascii_lowercase())
+            }
+        }));
+    } else {
+        out.push_str(&tuple_part(s));
+    }
+}
+
 /// One part of the tuple key: trimmed, control characters replaced (so the separator cannot
 /// occur), lowercased.
 fn tuple_part(s: &str) -> String {
@@ -466,16 +483,6 @@ impl Identity {
     /// The identity's keys. Values are normalised on the way (best effort: a malformed MAC,
     /// UUID or digest is left out), so this is safe on an identity that was not normalised.
     pub fn keys(&self) -> IdentityKeys {
-        let manufacturer = tuple_part(&self.manufacturer);
-        let tuple =
-            (!is_placeholder_serial(&self.serial_number) && !manufacturer.is_empty()).then(|| {
-                let mut t = manufacturer;
-                t.push(TUPLE_SEPARATOR);
-                t.push_str(&tuple_part(&self.model));
-                t.push(TUPLE_SEPARATOR);
-                t.push_str(&tuple_part(&self.serial_number));
-                t
-            });
         let mut macs: Vec<String> = self
             .mac_addresses
             .iter()
@@ -492,14 +499,35 @@ impl Identity {
         disks.sort();
         disks.dedup();
         IdentityKeys {
-            tuple,
-            tpm: self.tpm_ek_sha256.as_deref().and_then(normalize_tpm_digest),
             smbios_uuid: self
                 .smbios_uuid
                 .as_deref()
                 .and_then(|u| normalize_uuid(u).ok().flatten()),
             macs,
             disks,
+            ..self.strong_keys()
+        }
+    }
+
+    /// The strong keys alone (the tuple and the TPM digest; the medium and weak ones left
+    /// empty): all that looking up and matching a device needs, without normalising its lists.
+    pub fn strong_keys(&self) -> IdentityKeys {
+        let tuple = (!is_placeholder_serial(&self.serial_number)).then(|| {
+            let mut t = String::with_capacity(
+                self.manufacturer.len() + self.model.len() + self.serial_number.len() + 6,
+            );
+            push_tuple_part(&mut t, &self.manufacturer);
+            let manufacturer_known = !t.is_empty();
+            t.push(TUPLE_SEPARATOR);
+            push_tuple_part(&mut t, &self.model);
+            t.push(TUPLE_SEPARATOR);
+            push_tuple_part(&mut t, &self.serial_number);
+            manufacturer_known.then_some(t)
+        });
+        IdentityKeys {
+            tuple: tuple.flatten(),
+            tpm: self.tpm_ek_sha256.as_deref().and_then(normalize_tpm_digest),
+            ..IdentityKeys::default()
         }
     }
 
@@ -526,5 +554,22 @@ pub fn matches(request: &IdentityKeys, registration: &IdentityKeys) -> bool {
     match (&request.tuple, &registration.tuple) {
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tuple_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The allocation-free path builds exactly the tuple part the general one does.
+        #[test]
+        fn pushing_a_tuple_part_matches_making_one(s in "\\PC*|[\\x00-\\x7f]{0,40}|[ \\tA-Z\\x01\\x7fΣσİ]{0,20}") {
+            let mut pushed = String::new();
+            push_tuple_part(&mut pushed, &s);
+            prop_assert_eq!(pushed, tuple_part(&s));
+        }
+
     }
 }

@@ -10,6 +10,8 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Presented {
     pub identity: Identity,
+    /// What the identity is looked up and matched by: its strong keys (the medium and weak
+    /// ones decide nothing, so they are not worked out here).
     pub keys: IdentityKeys,
     pub hash: Option<HardwareHash>,
     pub os_type: &'static str,
@@ -42,7 +44,7 @@ pub fn from_request(
         (Some(text), None) => {
             let hash = hardware_hash::decode(text).map_err(|e| invalid_hash(&e))?;
             let identity = Identity::from_hash(&hash);
-            let keys = identity.keys();
+            let keys = identity.strong_keys();
             Ok(Presented {
                 os_type: hash.os_type().as_str(),
                 os_version: hash.os_version().map(str::to_owned),
@@ -55,7 +57,7 @@ pub fn from_request(
             let identity = identity.normalized().map_err(|e| {
                 ApiError::unprocessable("InvalidIdentity", e.to_string()).with("errorCode", 801)
             })?;
-            let keys = identity.keys();
+            let keys = identity.strong_keys();
             Ok(Presented {
                 identity,
                 keys,
