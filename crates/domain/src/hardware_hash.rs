@@ -330,7 +330,10 @@ const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(
 /// Whitespace anywhere is removed and missing `=` padding is tolerated before decoding.
 pub fn decode(text: &str) -> Result<HardwareHash, HashError> {
     let bytes = decode_base64(text)?;
-    decode_bytes(&bytes)
+    let mut hash = read(&bytes)?;
+    // The decoded buffer becomes the canonical bytes: no copy on the device call's path.
+    hash.bytes = canonical(bytes);
+    Ok(hash)
 }
 
 /// Base64 step of [`decode`], bounded so that a huge input is refused before decoding.
@@ -485,6 +488,23 @@ fn walk(bytes: &[u8]) -> Result<Vec<RawRecord<'_>>, HashError> {
 
 /// Decodes and validates the 3000 raw bytes of a hardware hash.
 pub fn decode_bytes(bytes: &[u8]) -> Result<HardwareHash, HashError> {
+    let mut hash = read(bytes)?;
+    hash.bytes = canonical(bytes.to_vec());
+    Ok(hash)
+}
+
+/// The hash's bytes with everything past the checksum zeroed (its normal form). Only called on
+/// bytes [`read`] accepted, so the used length is in range.
+fn canonical(mut bytes: Vec<u8>) -> Vec<u8> {
+    let used = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    for b in &mut bytes[used + TRAILER_BYTES..] {
+        *b = 0;
+    }
+    bytes
+}
+
+/// [`decode_bytes`] but for the canonical bytes, left empty.
+fn read(bytes: &[u8]) -> Result<HardwareHash, HashError> {
     let records = walk(bytes)?;
     let mut serial: Option<String> = None;
     let mut manufacturer: Option<String> = None;
@@ -586,11 +606,6 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<HardwareHash, HashError> {
         (None, e) => e,
     };
     let macs = distinct_macs(&network_adapters);
-    let mut canonical = bytes.to_vec();
-    let used = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
-    for b in &mut canonical[used + TRAILER_BYTES..] {
-        *b = 0;
-    }
     Ok(HardwareHash {
         manufacturer,
         model: non_empty(model),
@@ -599,14 +614,25 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<HardwareHash, HashError> {
         macs,
         network_adapters,
         disk_ids,
-        tpm_ek_sha256: tpm.map(hex::encode),
+        tpm_ek_sha256: tpm.map(|digest| hex_lower(&digest)),
         os_type,
         os_version,
         sku: non_empty(sku),
         system_family: non_empty(system_family),
         product_key_id: non_empty(product_key_id),
-        bytes: canonical,
+        bytes: Vec::new(),
     })
+}
+
+/// Lowercase hex, as `hex::encode` writes it, a byte at a time rather than a character.
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    text
 }
 
 fn required(value: Option<String>, field: &'static str, kind: u8) -> Result<String, HashError> {

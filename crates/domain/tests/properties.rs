@@ -132,6 +132,23 @@ proptest! {
         }
     }
 
+    /// The text path (which keeps the decoded buffer as the canonical bytes) and the byte path
+    /// (which copies) decode the same hash, and both zero what lies past the checksum.
+    #[test]
+    fn text_and_byte_paths_agree_past_the_checksum(spec in spec(), tail in any::<u8>()) {
+        let mut bytes = build_bytes(&spec).unwrap();
+        let used = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+        for b in &mut bytes[used + 36..] {
+            *b = tail;
+        }
+        let from_bytes = decode_bytes(&bytes).unwrap();
+        let from_text = decode(&STANDARD.encode(&bytes)).unwrap();
+        prop_assert_eq!(&from_text, &from_bytes);
+        let canonical = STANDARD.decode(from_text.normalized_base64()).unwrap();
+        prop_assert!(canonical[used + 36..].iter().all(|b| *b == 0));
+        prop_assert_eq!(&canonical[..used + 36], &bytes[..used + 36]);
+    }
+
     #[test]
     fn build_decode_round_trip(spec in spec()) {
         let text = build(&spec).unwrap();

@@ -8,11 +8,14 @@
 //! its own on a free port (never the machine's shared server), seeds it, starts `unboxd` (release
 //! build, rate limits off, log level `warn`) and drives it with keep-alive HTTP/1.1 connections,
 //! each cycling through its share of the devices' request bodies (Windows 4K hashes with a TPM):
-//! wrk with `boot_storm.lua` for the measured runs (`apt-get install -y wrk`), the bench's own
-//! hyper client for the first downloads and the outage (it counts statuses per second).
+//! `lean_client` (epoll, two threads) for the measured runs, the bench's hyper client for the
+//! first downloads and the outage (it counts statuses per second). Each measured run also
+//! reports the CPU time a request cost unboxd and the whole machine, beside what a pgbench
+//! transaction cost the machine (from /proc: steadier than the rates on a shared machine).
 //! Environment: BOOT_STORM_DEVICES (100000), BOOT_STORM_SECONDS (20), BOOT_STORM_CACHE_ENTRIES
-//! (`--device-cache-entries`, default 1.2 × the devices), BOOT_STORM_LOAD (`rust`: the hyper
-//! client for the measured runs too), BOOT_STORM_CONNECTIONS (`64,256`), BOOT_STORM_ROUNDS (1:
+//! (`--device-cache-entries`, default 1.2 × the devices), BOOT_STORM_LOAD (`lean`; `wrk`: wrk
+//! with `boot_storm.lua`, `apt-get install -y wrk`; `hyper`: the hyper client),
+//! BOOT_STORM_CONNECTIONS (`64,256`), BOOT_STORM_ROUNDS (1:
 //! how many times each unbox/pgbench pair runs, alternating, to show the run-to-run spread),
 //! BOOT_STORM_OUTAGE (`1`; `0` skips the outage).
 
