@@ -10,8 +10,9 @@
 //! each cycling through its share of the devices' request bodies (Windows 4K hashes with a TPM):
 //! `lean_client` (epoll, two threads) for the measured runs, the bench's hyper client for the
 //! first downloads and the outage (it counts statuses per second). Each measured run also
-//! reports the CPU time a request cost unboxd and the whole machine, beside what a pgbench
-//! transaction cost the machine (from /proc: steadier than the rates on a shared machine).
+//! reports the CPU time a request cost unboxd, the load generator, PostgreSQL and the machine,
+//! beside what a pgbench transaction cost PostgreSQL, pgbench and the machine (from /proc:
+//! steadier than the rates on a shared machine).
 //! Environment: BOOT_STORM_DEVICES (100000), BOOT_STORM_SECONDS (20), BOOT_STORM_CACHE_ENTRIES
 //! (`--device-cache-entries`, default 1.2 × the devices), BOOT_STORM_LOAD (`lean`; `wrk`: wrk
 //! with `boot_storm.lua`, `apt-get install -y wrk`; `hyper`: the hyper client),
@@ -299,18 +300,55 @@ impl Cpu {
 
 /// A process's CPU time, all its threads (`/proc/PID/stat`, fields 14 and 15).
 fn process_cpu(pid: u32) -> Cpu {
+    process_stat(pid).1
+}
+
+/// A process's parent and CPU time.
+fn process_stat(pid: u32) -> (u32, Cpu) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces: count the fields after its closing parenthesis.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // After the name come fields 3 (the state), 4, …: utime is field 14, stime 15.
+    // After the name come fields 3 (the state), 4 (the parent), …: utime is 14, stime 15.
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Cpu {
-        user: field(14),
-        system: field(15),
+    let parent = u32::try_from(field(4)).unwrap_or(0);
+    (
+        parent,
+        Cpu {
+            user: field(14),
+            system: field(15),
+        },
+    )
+}
+
+/// The CPU time of the cluster's server processes (the postmaster's children: the backends and
+/// helpers alive now).
+fn cluster_cpu(cluster: &Cluster) -> Cpu {
+    let pid_file =
+        std::fs::read_to_string(cluster.dir.join("data/postmaster.pid")).unwrap_or_default();
+    let postmaster: u32 = pid_file
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let mut total = Cpu::default();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let (parent, cpu) = process_stat(pid);
+        if parent == postmaster && postmaster != 0 {
+            total.user += cpu.user;
+            total.system += cpu.system;
+        }
     }
+    total
 }
 
 /// The whole machine's busy CPU time (`/proc/stat`): user and nice; system, irq and softirq.
@@ -452,8 +490,10 @@ fn wrk(
     }
 }
 
-/// `pgbench -S -M prepared` with `clients`: tps and latency percentiles from its per-transaction log.
-fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> Figures {
+/// `pgbench -S -M prepared` with `clients`: tps and latency percentiles from its per-transaction
+/// log, and the CPU a transaction cost PostgreSQL's backends and pgbench, measured between 2 s
+/// after the start and 2 s before the end (the backends are gone once pgbench ends).
+fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> (Figures, (Cpu, Cpu, f64)) {
     let logs = cluster.dir.join(format!("pgbench-{clients}"));
     std::fs::create_dir_all(&logs).unwrap();
     let out = Command::new(format!("{PG_BIN}/pgbench"))
@@ -470,8 +510,21 @@ fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> Figures {
         .arg("-l")
         .arg(format!("--log-prefix={}", logs.join("tx").display()))
         .arg("pgbench")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let edge = Duration::from_secs(2.min(seconds / 4));
+    std::thread::sleep(edge);
+    let (server_before, client_before, from) =
+        (cluster_cpu(cluster), process_cpu(out.id()), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds).saturating_sub(edge * 2));
+    let window = (
+        cluster_cpu(cluster).since(server_before),
+        process_cpu(out.id()).since(client_before),
+        from.elapsed().as_secs_f64(),
+    );
+    let out = out.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -494,12 +547,13 @@ fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> Figures {
     }
     latencies.sort_unstable();
     let _ = std::fs::remove_dir_all(&logs);
-    Figures {
+    let figures = Figures {
         rate: tps,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         errors: 0,
-    }
+    };
+    (figures, window)
 }
 
 /// The request body of device `i`, and its registration row.
@@ -835,6 +889,8 @@ async fn bench() {
     let mut results = Vec::new();
     for clients in (0..rounds).flat_map(|_| connections.iter().copied()) {
         let (unboxd_before, machine_before) = (process_cpu(server.0.id()), machine_cpu());
+        let (postgres_before, bench_before) =
+            (cluster_cpu(&cluster), process_cpu(std::process::id()));
         let unbox_started = Instant::now();
         let unbox = match load {
             Load::Lean => {
@@ -858,11 +914,19 @@ async fn bench() {
         let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
         let unboxd_cpu = process_cpu(server.0.id()).since(unboxd_before);
         let unbox_machine = machine_cpu().since(machine_before);
+        let unbox_postgres = cluster_cpu(&cluster).since(postgres_before);
+        // The lean and hyper clients run in this process (wrk is a process of its own).
+        let unbox_client = (load != Load::Wrk).then(|| {
+            process_cpu(std::process::id())
+                .since(bench_before)
+                .per(unbox_served)
+        });
         let pg_before = machine_cpu();
         let pg_started = Instant::now();
-        let pg = pgbench(&cluster, clients, seconds);
+        let (pg, (pg_server, pg_client, pg_window)) = pgbench(&cluster, clients, seconds);
         let pg_done = pg.rate * pg_started.elapsed().as_secs_f64();
         let pg_machine = machine_cpu().since(pg_before);
+        let in_window = pg.rate * pg_window;
         line(
             &format!("unbox profile fetch, {clients} connections"),
             unbox,
@@ -879,15 +943,27 @@ async fn bench() {
             unbox_machine_us: unbox_machine.per(unbox_served),
             pgbench_machine_us: pg_machine.per(pg_done),
         };
+        let sum = |(user, system): (f64, f64)| user + system;
         println!(
-            "  CPU a request: unboxd {:.1} µs (user {:.1}, system {:.1}); the whole machine {:.1} µs a request, {:.1} µs a pgbench transaction ({:.2} of ours)\n",
-            costs.unboxd_us.0 + costs.unboxd_us.1,
+            "  CPU a request: unboxd {:.1} µs (user {:.1}, system {:.1}), load generator {}, PostgreSQL {:.1} µs; the whole machine {:.1} µs",
+            sum(costs.unboxd_us),
             costs.unboxd_us.0,
             costs.unboxd_us.1,
-            costs.unbox_machine_us.0 + costs.unbox_machine_us.1,
-            costs.pgbench_machine_us.0 + costs.pgbench_machine_us.1,
-            (costs.pgbench_machine_us.0 + costs.pgbench_machine_us.1)
-                / (costs.unbox_machine_us.0 + costs.unbox_machine_us.1),
+            unbox_client.map_or_else(
+                || "(wrk: not measured)".to_owned(),
+                |c| format!("{:.1} µs", sum(c))
+            ),
+            sum(unbox_postgres.per(unbox_served)),
+            sum(costs.unbox_machine_us),
+        );
+        println!(
+            "  CPU a pgbench transaction: PostgreSQL {:.1} µs (user {:.1}, system {:.1}), pgbench {:.1} µs; the whole machine {:.1} µs ({:.2} of a request's)\n",
+            sum(pg_server.per(in_window)),
+            pg_server.per(in_window).0,
+            pg_server.per(in_window).1,
+            sum(pg_client.per(in_window)),
+            sum(costs.pgbench_machine_us),
+            sum(costs.pgbench_machine_us) / sum(costs.unbox_machine_us),
         );
         results.push((clients, unbox, pg, costs));
     }
