@@ -570,6 +570,5 @@ mod tuple_tests {
             push_tuple_part(&mut pushed, &s);
             prop_assert_eq!(pushed, tuple_part(&s));
         }
-
     }
 }

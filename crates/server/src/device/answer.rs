@@ -38,14 +38,11 @@ struct DeploymentHandleBody<'a> {
     token: &'a str,
 }
 
-/// What one download puts into the answer.
+/// What one download puts into the answer: the document's online facts and the deployment's
+/// token.
 #[derive(Debug, Clone, Copy)]
 pub struct Download<'a> {
-    pub deployment_id: Uuid,
-    pub device_id: Uuid,
-    /// Ignored for hybrid join, which sends no name.
-    pub device_name: Option<&'a str>,
-    pub downloaded_at: DateTime<Utc>,
+    pub facts: OnlineFacts<'a>,
     /// A compact JWS: base64url and dots, nothing a JSON string escapes.
     pub token: &'a str,
 }
@@ -65,15 +62,10 @@ pub fn body<'a>(
                 id: tenant.id,
                 domain: &tenant.domain,
             },
-            OnlineFacts {
-                deployment_id: download.deployment_id,
-                device_id: download.device_id,
-                device_name: download.device_name,
-                downloaded_at: download.downloaded_at,
-            },
+            download.facts,
         ),
         deployment: DeploymentHandleBody {
-            id: download.deployment_id,
+            id: download.facts.deployment_id,
             token: download.token,
         },
         branding: &tenant.branding,
@@ -150,7 +142,8 @@ impl AnswerTemplate {
 
     /// Appends the answer for `download` to `out`: the same bytes as serializing [`body`].
     pub fn render(&self, download: &Download<'_>, out: &mut Vec<u8>) {
-        let cut = if download.device_name.is_some() {
+        let facts = &download.facts;
+        let cut = if facts.device_name.is_some() {
             &self.named
         } else {
             &self.unnamed
@@ -159,11 +152,11 @@ impl AnswerTemplate {
         for &(at, hole) in &cut.holes {
             out.extend_from_slice(&cut.text.as_bytes()[from..at]);
             match hole {
-                Hole::DeploymentId => push_uuid(out, download.deployment_id),
-                Hole::DeviceId => push_uuid(out, download.device_id),
-                Hole::DeviceName => push_json_string(out, download.device_name.unwrap_or("")),
+                Hole::DeploymentId => push_uuid(out, facts.deployment_id),
+                Hole::DeviceId => push_uuid(out, facts.device_id),
+                Hole::DeviceName => push_json_string(out, facts.device_name.unwrap_or("")),
                 Hole::DownloadedAt => out.extend_from_slice(
-                    download
+                    facts
                         .downloaded_at
                         .to_rfc3339_opts(SecondsFormat::Secs, true)
                         .as_bytes(),
@@ -192,10 +185,12 @@ impl Cut {
             settings,
             tenant,
             Download {
-                deployment_id: sentinels.deployment_id,
-                device_id: sentinels.device_id,
-                device_name: named.then_some(sentinels.device_name.as_str()),
-                downloaded_at: sentinels.downloaded_at,
+                facts: OnlineFacts {
+                    deployment_id: sentinels.deployment_id,
+                    device_id: sentinels.device_id,
+                    device_name: named.then_some(sentinels.device_name.as_str()),
+                    downloaded_at: sentinels.downloaded_at,
+                },
                 token: &sentinels.token,
             },
         ))
@@ -245,26 +240,16 @@ fn push_uuid(out: &mut Vec<u8>, id: Uuid) {
     out.extend_from_slice(id.hyphenated().encode_lower(&mut buffer).as_bytes());
 }
 
-/// `text` as a JSON string, quotes included.
+/// `text` as a JSON string, quotes included, escaped as serde_json escapes it. Names need no
+/// escaping nearly always: copied as they are.
 fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    push_json_string_content(out, text);
-    out.push(b'"');
-}
-
-/// `text` escaped as serde_json escapes it, without the quotes. Names need no escaping nearly
-/// always: copied as they are.
-fn push_json_string_content(out: &mut Vec<u8>, text: &str) {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
         out.extend_from_slice(text.as_bytes());
-        return;
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(serde_json::to_string(text).unwrap_or_default().as_bytes());
     }
-    let quoted = serde_json::to_string(text).unwrap_or_default();
-    let inner = quoted
-        .strip_prefix('"')
-        .and_then(|q| q.strip_suffix('"'))
-        .unwrap_or("");
-    out.extend_from_slice(inner.as_bytes());
 }
 
 #[cfg(test)]
@@ -295,10 +280,12 @@ mod tests {
 
     fn download<'a>(name: Option<&'a str>, token: &'a str) -> Download<'a> {
         Download {
-            deployment_id: Uuid::now_v7(),
-            device_id: Uuid::new_v4(),
-            device_name: name,
-            downloaded_at: Utc::now(),
+            facts: OnlineFacts {
+                deployment_id: Uuid::now_v7(),
+                device_id: Uuid::new_v4(),
+                device_name: name,
+                downloaded_at: Utc::now(),
+            },
             token,
         }
     }
@@ -313,7 +300,7 @@ mod tests {
         let tenant = tenant();
         both(&plain, &tenant, download(Some("S-ABC123"), "a.b.c"));
         both(&plain, &tenant, download(None, "a.b.c"));
-        // Names and tokens that need escaping, and text that looks like a sentinel's key.
+        // A name that needs escaping, and profile text that looks like a hole's key.
         both(
             &plain,
             &tenant,

@@ -171,7 +171,8 @@ fn token_tenant(request: &Request) -> Option<Uuid> {
     claims.get("tid")?.as_str()?.parse().ok()
 }
 
-/// Keeps admin requests consistent with the device call's memory:
+/// Keeps admin requests consistent with the device call's memory (the layer wraps the admin
+/// API's routes only, see `crate::app`):
 /// - a read (`GET /v1/…`) first waits for the write batch, so it sees every download that was
 ///   answered before it (at most a second; then it reads what is there);
 /// - a write that succeeded invalidates, before its response leaves, what it may have changed
@@ -179,9 +180,6 @@ fn token_tenant(request: &Request) -> Option<Uuid> {
 ///   device request sees it. Other instances learn of it through the triggers' notifications.
 pub async fn consistency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if !path.starts_with("/v1/") {
-        return next.run(request).await;
-    }
     let method = request.method().clone();
     if method == Method::GET || method == Method::HEAD {
         if !state.device.batch.flush(Duration::from_secs(1)).await {

@@ -291,7 +291,7 @@ impl Producer {
                 let presented = Presented {
                     os_type: v.hash.os_type().as_str(),
                     os_version: v.hash.os_version().map(str::to_owned),
-                    keys: v.identity.keys(),
+                    keys: v.identity.strong_keys(),
                     identity: v.identity,
                     hash: Some(v.hash),
                 };
@@ -417,7 +417,7 @@ fn presented_item(body: &DeviceCreate) -> Result<Presented, RowFailure> {
             Ok(Presented {
                 os_type: hash.os_type().as_str(),
                 os_version: hash.os_version().map(str::to_owned),
-                keys: identity.keys(),
+                keys: identity.strong_keys(),
                 identity,
                 hash: Some(hash),
             })
@@ -427,7 +427,7 @@ fn presented_item(body: &DeviceCreate) -> Result<Presented, RowFailure> {
                 .normalized()
                 .map_err(|e| RowFailure::invalid_request(e.to_string()))?;
             Ok(Presented {
-                keys: identity.keys(),
+                keys: identity.strong_keys(),
                 identity,
                 hash: None,
                 os_type: "Linux",

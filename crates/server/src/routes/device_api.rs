@@ -19,6 +19,7 @@ use unbox_domain::api::{DeviceProfileRequest, DeviceProfileResponse};
 use unbox_domain::device_name;
 use unbox_domain::identity::{ClaimKind, Identity, IdentityKeys, matches};
 use unbox_domain::profile::{DeploymentMode, JoinType, ProfileSettings};
+use unbox_domain::profile_document::OnlineFacts;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -636,10 +637,12 @@ pub async fn fetch_profile(
         }
     };
     let download = answer::Download {
-        deployment_id: open.id,
-        device_id,
-        device_name: name.as_deref(),
-        downloaded_at: now,
+        facts: OnlineFacts {
+            deployment_id: open.id,
+            device_id,
+            device_name: name.as_deref(),
+            downloaded_at: now,
+        },
         token: &token,
     };
     if jose {
