@@ -18,12 +18,16 @@
 //! with `boot_storm.lua`, `apt-get install -y wrk`; `hyper`: the hyper client),
 //! BOOT_STORM_CONNECTIONS (`64,256`), BOOT_STORM_ROUNDS (1:
 //! how many times each unbox/pgbench pair runs, alternating, to show the run-to-run spread),
-//! BOOT_STORM_OUTAGE (`1`; `0` skips the outage).
+//! BOOT_STORM_OUTAGE (`1`; `0` skips the outage), BOOT_STORM_FLOOR (`1`: after each pgbench run,
+//! the same load against the transport floor, `transport_floor`; `0` skips it),
+//! BOOT_STORM_LOAD_SCHED (`normal`; `batch`: every load generator, pgbench too, under
+//! `SCHED_BATCH`, so that its wakeups do not preempt the server on the shared cores).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod lean_client;
+mod transport_floor;
 use common::proc_status_kib;
 
 use std::net::SocketAddr;
@@ -418,6 +422,103 @@ impl Load {
     }
 }
 
+/// Whether the load generators (this process's clients, wrk and pgbench alike) run under
+/// `SCHED_BATCH` (BOOT_STORM_LOAD_SCHED=batch): a batch task's wakeups do not preempt the task
+/// running, so a client woken by an answer waits for the tick or a free core instead of
+/// interrupting the server it shares the two cores with. Both sides of the comparison get it.
+fn batch_scheduled_load() -> bool {
+    match std::env::var("BOOT_STORM_LOAD_SCHED").as_deref() {
+        Ok("batch") => true,
+        Ok("normal") | Err(_) => false,
+        Ok(other) => panic!("BOOT_STORM_LOAD_SCHED: normal or batch, not {other}"),
+    }
+}
+
+/// A load generator's command: `program`, under `chrt -b 0` with BOOT_STORM_LOAD_SCHED=batch.
+fn load_command(program: &str) -> Command {
+    if batch_scheduled_load() {
+        let mut command = Command::new("chrt");
+        command.args(["-b", "0", program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Puts every thread of this process under `SCHED_BATCH` (or back under `SCHED_OTHER`), for
+/// the clients that run in it.
+fn schedule_this_process(batch: bool) {
+    if batch_scheduled_load() {
+        let policy = if batch { "-b" } else { "-o" };
+        run(Command::new("chrt").args([policy, "-a", "-p", "0", &std::process::id().to_string()]));
+    }
+}
+
+/// Starts the transport floor's server, answering with a copy of unboxd's answer to `body`.
+async fn start_floor(
+    http: &reqwest::Client,
+    base: &str,
+    body: Bytes,
+    dir: &std::path::Path,
+) -> (Unboxd, SocketAddr) {
+    let answer = http
+        .post(format!("{base}/device/v1/profile"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let headers = answer
+        .headers()
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "content-length"))
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    let body = answer.text().await.unwrap();
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let answer = transport_floor::Answer { headers, body };
+    let process = Unboxd(transport_floor::spawn(address, &answer, dir));
+    wait_for("the floor server", Duration::from_secs(30), async || {
+        tokio::net::TcpStream::connect(address).await.is_ok()
+    })
+    .await;
+    (process, address)
+}
+
+/// One measured run of `load` against `address`.
+async fn drive(
+    load: Load,
+    address: SocketAddr,
+    bodies: &Arc<Vec<Bytes>>,
+    bodies_file: &std::path::Path,
+    clients: usize,
+    run_for: Duration,
+) -> Figures {
+    schedule_this_process(true);
+    let figures = match load {
+        Load::Lean => {
+            let bodies = bodies.clone();
+            tokio::task::spawn_blocking(move || lean(address, &bodies, clients, run_for))
+                .await
+                .unwrap()
+        }
+        Load::Wrk => {
+            let file = bodies_file.to_owned();
+            let seconds = run_for.as_secs();
+            tokio::task::spawn_blocking(move || wrk(address, &file, clients, seconds))
+                .await
+                .unwrap()
+        }
+        Load::Hyper => {
+            let (samples, elapsed) = storm(address, bodies.clone(), clients, false, run_for).await;
+            figures(&samples, elapsed)
+        }
+    };
+    schedule_this_process(false);
+    figures
+}
+
 /// The lean client's run, as figures.
 fn lean(address: SocketAddr, bodies: &[Bytes], connections: usize, run_for: Duration) -> Figures {
     let outcome = lean_client::run(
@@ -447,7 +548,7 @@ fn wrk(
     seconds: u64,
 ) -> Figures {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/boot_storm.lua");
-    let out = Command::new("wrk")
+    let out = load_command("wrk")
         .args(["-t", "2", "-c", &connections.to_string()])
         .args([
             "-d",
@@ -496,7 +597,7 @@ fn wrk(
 fn pgbench(cluster: &Cluster, clients: usize, seconds: u64) -> (Figures, (Cpu, Cpu, f64)) {
     let logs = cluster.dir.join(format!("pgbench-{clients}"));
     std::fs::create_dir_all(&logs).unwrap();
-    let out = Command::new(format!("{PG_BIN}/pgbench"))
+    let out = load_command(&format!("{PG_BIN}/pgbench"))
         .args(["-S", "-M", "prepared", "-n", "-j", "2"])
         .args(["-c", &clients.to_string(), "-T", &seconds.to_string()])
         .args([
@@ -651,7 +752,12 @@ fn line(name: &str, f: Figures) {
     );
 }
 
+// As unboxd's: the transport floor's server is this binary too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    transport_floor::serve_if_asked();
     // `cargo bench` passes `--bench`; nothing else to parse.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -875,7 +981,28 @@ async fn bench() {
     .await;
 
     let load = Load::from_env();
-    println!("Load generator of the measured runs: {}\n", load.describe());
+    println!(
+        "Load generator of the measured runs: {}; load generators (this one and pgbench) scheduled {}",
+        load.describe(),
+        if batch_scheduled_load() {
+            "SCHED_BATCH (BOOT_STORM_LOAD_SCHED=batch)"
+        } else {
+            "normally"
+        }
+    );
+    let floor = if env_number("BOOT_STORM_FLOOR", 1) == 0 {
+        None
+    } else {
+        Some(start_floor(&http, &base, bodies[0].clone(), &cluster.dir).await)
+    };
+    println!(
+        "Transport floor: {}\n",
+        if floor.is_some() {
+            "after each pgbench run, the same load against a server that only reads each request and sends a copy of one of unboxd's answers (benches/transport_floor: axum on tokio, as unboxd)"
+        } else {
+            "not run (BOOT_STORM_FLOOR=0)"
+        }
+    );
     let connections: Vec<usize> = std::env::var("BOOT_STORM_CONNECTIONS")
         .unwrap_or_else(|_| "64,256".to_owned())
         .split(',')
@@ -892,25 +1019,7 @@ async fn bench() {
         let (postgres_before, bench_before) =
             (cluster_cpu(&cluster), process_cpu(std::process::id()));
         let unbox_started = Instant::now();
-        let unbox = match load {
-            Load::Lean => {
-                let bodies = bodies.clone();
-                tokio::task::spawn_blocking(move || lean(address, &bodies, clients, run_for))
-                    .await
-                    .unwrap()
-            }
-            Load::Wrk => {
-                let file = bodies_file.clone();
-                tokio::task::spawn_blocking(move || wrk(address, &file, clients, seconds))
-                    .await
-                    .unwrap()
-            }
-            Load::Hyper => {
-                let (samples, elapsed) =
-                    storm(address, bodies.clone(), clients, false, run_for).await;
-                figures(&samples, elapsed)
-            }
-        };
+        let unbox = drive(load, address, &bodies, &bodies_file, clients, run_for).await;
         let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
         let unboxd_cpu = process_cpu(server.0.id()).since(unboxd_before);
         let unbox_machine = machine_cpu().since(machine_before);
@@ -927,6 +1036,25 @@ async fn bench() {
         let pg_done = pg.rate * pg_started.elapsed().as_secs_f64();
         let pg_machine = machine_cpu().since(pg_before);
         let in_window = pg.rate * pg_window;
+        let floor_run = match &floor {
+            Some((process, floor_address)) => {
+                let before = process_cpu(process.0.id());
+                let started = Instant::now();
+                let figures = drive(
+                    load,
+                    *floor_address,
+                    &bodies,
+                    &bodies_file,
+                    clients,
+                    run_for,
+                )
+                .await;
+                let served = figures.rate * started.elapsed().as_secs_f64();
+                let (user, system) = process_cpu(process.0.id()).since(before).per(served);
+                Some((figures, user + system))
+            }
+            None => None,
+        };
         line(
             &format!("unbox profile fetch, {clients} connections"),
             unbox,
@@ -965,7 +1093,15 @@ async fn bench() {
             sum(costs.pgbench_machine_us),
             sum(costs.pgbench_machine_us) / sum(costs.unbox_machine_us),
         );
-        results.push((clients, unbox, pg, costs));
+        if let Some((floor, floor_us)) = floor_run {
+            line(&format!("transport floor, {clients} connections"), floor);
+            println!(
+                "  ratio floor/pgbench: {:.2}; unbox/floor: {:.2}; CPU a request, floor server: {floor_us:.1} µs\n",
+                floor.rate / pg.rate,
+                unbox.rate / floor.rate,
+            );
+        }
+        results.push((clients, unbox, pg, costs, floor_run.map(|(f, _)| f)));
     }
     // Every device has been served: the cache holds all of them, or is full.
     let kib = |field: &str| proc_status_kib(server.0.id(), field);
@@ -1034,17 +1170,20 @@ async fn bench() {
 }
 
 /// The figures as one JSON line, for comparing runs.
-fn summary(devices: usize, cold: Figures, results: &[(usize, Figures, Figures, Costs)]) {
+type Round = (usize, Figures, Figures, Costs, Option<Figures>);
+
+fn summary(devices: usize, cold: Figures, results: &[Round]) {
     println!(
         "\nSummary (JSON): {}",
         json!({
             "devices": devices,
             "cold": {"rate": cold.rate, "p50Ms": cold.p50_ms, "p99Ms": cold.p99_ms},
-            "runs": results.iter().map(|(c, u, p, costs)| json!({
+            "runs": results.iter().map(|(c, u, p, costs, floor)| json!({
                 "connections": c,
                 "unbox": {"rate": u.rate, "p50Ms": u.p50_ms, "p99Ms": u.p99_ms, "non200": u.errors},
                 "pgbench": {"tps": p.rate, "p50Ms": p.p50_ms, "p99Ms": p.p99_ms},
                 "ratio": u.rate / p.rate,
+                "floor": floor.map(|f| json!({"rate": f.rate, "p99Ms": f.p99_ms, "ratio": f.rate / p.rate})),
                 "cpuUs": {
                     "unboxdUser": costs.unboxd_us.0, "unboxdSystem": costs.unboxd_us.1,
                     "machinePerRequest": costs.unbox_machine_us.0 + costs.unbox_machine_us.1,
