@@ -443,7 +443,8 @@ fn walk(bytes: &[u8]) -> Result<Vec<RawRecord<'_>>, HashError> {
     if !(4..=MAX_USED_LENGTH).contains(&used) {
         return Err(HashError::UsedLengthOutOfRange { used });
     }
-    let mut records = Vec::new();
+    // A machine's hash holds some twenty records: one allocation for all of them.
+    let mut records = Vec::with_capacity(32);
     let mut offset = 4usize;
     while offset < used {
         if used - offset < 4 {
@@ -626,13 +627,17 @@ fn read(bytes: &[u8]) -> Result<HardwareHash, HashError> {
 
 /// Lowercase hex, as `hex::encode` writes it, a byte at a time rather than a character.
 fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
+    push_hex_lower(&mut text, bytes);
+    text
+}
+
+fn push_hex_lower(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         text.push(char::from(DIGITS[usize::from(b >> 4)]));
         text.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    text
 }
 
 fn required(value: Option<String>, field: &'static str, kind: u8) -> Result<String, HashError> {
@@ -685,14 +690,22 @@ fn parse_adapter(p: &[u8]) -> Option<NetworkAdapter> {
     let medium = u32::from_le_bytes(p.get(0..4)?.try_into().ok()?);
     let mac: [u8; 6] = p.get(4..10)?.try_into().ok()?;
     let bus = p.get(14..).and_then(|rest| {
-        let units: Vec<u16> = rest
+        let units = rest
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
+            .take_while(|&u| u != 0);
+        // As `String::from_utf16_lossy`, without the intermediate buffer.
+        let s: String = char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
             .collect();
-        let s = String::from_utf16_lossy(&units);
-        let s = trim_value(&s);
-        (!s.is_empty()).then(|| s.to_owned())
+        let trimmed = trim_value(&s);
+        if trimmed.is_empty() {
+            None
+        } else if trimmed.len() == s.len() {
+            Some(s)
+        } else {
+            Some(trimmed.to_owned())
+        }
     });
     Some(NetworkAdapter {
         mac: format_mac(&mac),
@@ -703,8 +716,14 @@ fn parse_adapter(p: &[u8]) -> Option<NetworkAdapter> {
 
 /// Lowercase colon-separated MAC text.
 pub(crate) fn format_mac(mac: &[u8; 6]) -> String {
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
+    let mut text = String::with_capacity(17);
+    for (i, byte) in mac.iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        push_hex_lower(&mut text, &[*byte]);
+    }
+    text
 }
 
 fn distinct_macs(adapters: &[NetworkAdapter]) -> Vec<String> {
@@ -1016,6 +1035,39 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use base64::Engine as _;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The MAC text is what formatting each byte and joining them writes.
+        #[test]
+        fn format_mac_writes_what_format_and_join_write(mac in any::<[u8; 6]>()) {
+            let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            prop_assert_eq!(super::format_mac(&mac), parts.join(":"));
+        }
+
+        /// An adapter's bus text is `String::from_utf16_lossy` of its units up to the first
+        /// NUL, trimmed: unpaired surrogates, whitespace and all.
+        #[test]
+        fn adapter_bus_is_the_lossy_utf16_text_trimmed(
+            units in proptest::collection::vec(
+                prop_oneof![Just(0u16), Just(0x20), Just(0xd800), Just(0xdc00), any::<u16>(), 0x41u16..0x7a],
+                0..24,
+            ),
+            odd_byte in proptest::option::of(any::<u8>()),
+        ) {
+            let mut payload = vec![1, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0, 0, 0, 0];
+            for u in &units {
+                payload.extend_from_slice(&u.to_le_bytes());
+            }
+            payload.extend(odd_byte);
+            let before_nul: Vec<u16> = units.iter().copied().take_while(|&u| u != 0).collect();
+            let text = String::from_utf16_lossy(&before_nul);
+            let expected = Some(super::trim_value(&text).to_owned()).filter(|s| !s.is_empty());
+            let adapter = super::parse_adapter(&payload).unwrap();
+            prop_assert_eq!(adapter.bus, expected);
+            prop_assert_eq!(adapter.mac, "aa:bb:cc:dd:ee:ff");
+        }
+    }
 
     /// The fast path and the lenient one agree on every 4000-character text: valid hashes,
     /// and texts with padding, whitespace or characters outside the alphabet.

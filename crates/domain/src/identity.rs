@@ -336,14 +336,19 @@ impl IdentityKeys {
 
     /// The strong keys as (kind, value) pairs, the rows of the global claims table.
     pub fn strong_claims(&self) -> Vec<(ClaimKind, String)> {
-        let mut claims = Vec::with_capacity(2);
-        if let Some(t) = &self.tuple {
-            claims.push((ClaimKind::Tuple, t.clone()));
-        }
-        if let Some(t) = &self.tpm {
-            claims.push((ClaimKind::Tpm, t.clone()));
-        }
-        claims
+        self.strong_claim_refs()
+            .map(|(kind, key)| (kind, key.to_owned()))
+            .collect()
+    }
+
+    /// [`Self::strong_claims`], borrowed: the tuple first, then the TPM digest.
+    pub fn strong_claim_refs(&self) -> impl Iterator<Item = (ClaimKind, &str)> {
+        [
+            (ClaimKind::Tuple, self.tuple.as_deref()),
+            (ClaimKind::Tpm, self.tpm.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, key)| Some((kind, key?)))
     }
 
     /// How many weak or medium keys (UUID, MACs, disks) the two share: corroboration only,

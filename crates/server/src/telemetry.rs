@@ -13,14 +13,18 @@ use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    // As it goes into the response: a header value shares its bytes when cloned.
+    static REQUEST_ID: HeaderValue;
 }
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The id of the request being handled on this task, if any.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    REQUEST_ID
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,14 +86,21 @@ pub fn spawn_metrics_upkeep(
     });
 }
 
-fn accept_request_id(value: &HeaderValue) -> Option<String> {
+fn accept_request_id(value: &HeaderValue) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
     let ok = !text.is_empty()
         && text.len() <= 128
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    ok.then(|| text.to_owned())
+    ok.then(|| value.clone())
+}
+
+/// A new request id: a random UUID, written without an intermediate `String`.
+fn new_request_id() -> HeaderValue {
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 type RouteHandles = (metrics::Counter, metrics::Histogram);
@@ -138,19 +149,17 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(accept_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default(), method = %method, route = %route);
     let started = Instant::now();
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
     let elapsed = started.elapsed();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     let status = response.status().as_u16();
     let (requests, duration) = route_metrics(route, &method, status);
     requests.increment(1);

@@ -17,7 +17,7 @@ use unbox_db::deployments::{Download, DownloadDeployment};
 use unbox_db::devices::{Claim, ClaimOwner};
 use unbox_domain::api::{DeviceProfileRequest, DeviceProfileResponse};
 use unbox_domain::device_name;
-use unbox_domain::identity::{ClaimKind, Identity, IdentityKeys, matches};
+use unbox_domain::identity::{Identity, IdentityKeys, matches};
 use unbox_domain::profile::{DeploymentMode, JoinType, ProfileSettings};
 use unbox_domain::profile_document::OnlineFacts;
 use utoipa::ToSchema;
@@ -137,8 +137,21 @@ impl<'a> Db<'a> {
     }
 }
 
-fn claim_key(claim: &Claim) -> String {
-    format!("{}:{}", claim.kind, claim.key)
+/// The cache's key (`kind:key`) of each of `presented.claims()`, in their order, without
+/// building the claims.
+fn claim_keys(presented: &Presented) -> Vec<String> {
+    presented
+        .keys
+        .strong_claim_refs()
+        .map(|(kind, key)| {
+            let kind = kind.as_str();
+            let mut text = String::with_capacity(kind.len() + 1 + key.len());
+            text.push_str(kind);
+            text.push(':');
+            text.push_str(key);
+            text
+        })
+        .collect()
 }
 
 /// The device when the cache answers outright: every presented key names one and the same
@@ -147,7 +160,6 @@ fn claim_key(claim: &Claim) -> String {
 fn cached_device(
     state: &AppState,
     presented: &Presented,
-    claims: &[Claim],
     keys: &[String],
 ) -> Option<Arc<DeviceEntry>> {
     let cache = &state.device.cache;
@@ -158,14 +170,10 @@ fn cached_device(
     }
     let entry = cache.device(first.tenant_id, first.device_id)?;
     // The registration as `matches` sees it: the device's TPM digest, and the presented tuple
-    // when it is one of the keys that named the device.
+    // (a key of its own when presented, and every key named this device).
     let registration = IdentityKeys {
         tpm: entry.tpm_ek_sha256.clone(),
-        tuple: claims
-            .iter()
-            .any(|c| c.kind == ClaimKind::Tuple.as_str())
-            .then(|| presented.keys.tuple.clone())
-            .flatten(),
+        tuple: presented.keys.tuple.clone(),
         ..IdentityKeys::default()
     };
     matches(&presented.keys, &registration).then_some(entry)
@@ -568,17 +576,17 @@ pub async fn fetch_profile(
     state.device.limits.check_address(&client)?;
     let presented =
         presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
-    let claims = presented.claims();
-    if claims.is_empty() {
+    let keys = claim_keys(&presented);
+    if keys.is_empty() {
         return Err(not_registered());
     }
-    let keys: Vec<String> = claims.iter().map(claim_key).collect();
     state.device.limits.check_identity(&keys)?;
 
     let mut db = Db::new(&state.pool);
-    let entry = match cached_device(&state, &presented, &claims, &keys) {
+    let entry = match cached_device(&state, &presented, &keys) {
         Some(entry) => entry,
         None => {
+            let claims = presented.claims();
             let owners = claim_owners(&state, &mut db, &claims, &keys).await?;
             let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice()
             {
@@ -782,7 +790,7 @@ pub async fn challenge(
     state.device.limits.check_address(&client)?;
     let presented =
         presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
-    let keys: Vec<String> = presented.claims().iter().map(claim_key).collect();
+    let keys = claim_keys(&presented);
     state.device.limits.check_identity(&keys)?;
     let nonce = proof::nonce();
     let lifetime = state.device.settings.nonce_lifetime;
