@@ -123,8 +123,10 @@ pub async fn flush_downloads(
         .await?;
     }
     // Every download, continued deployments included, is one write of the device's contact
-    // row: existing rows are updated in place, first contacts inserted (skipping devices
-    // deleted meanwhile).
+    // row, in one statement: existing rows are updated in place; first contacts, and rows
+    // another transaction changed under the update (which skips them, their `ctid` having
+    // moved), are inserted or upserted, skipping devices deleted meanwhile. The later download
+    // wins. Nothing comes back: the rows updated stay in the statement.
     let tenants: Vec<Uuid> = downloads.iter().map(|d| d.tenant_id).collect();
     let devices: Vec<Uuid> = downloads.iter().map(|d| d.device_id).collect();
     let at: Vec<DateTime<Utc>> = downloads.iter().map(|d| d.at).collect();
@@ -132,81 +134,60 @@ pub async fn flush_downloads(
         .iter()
         .map(|d| d.deployment.as_ref().map(|x| x.id))
         .collect();
-    let updated = sqlx::query!(
-        "UPDATE device_contacts c
-         SET last_contacted_at = greatest(c.last_contacted_at, s.at),
-             last_download_deployment_id = CASE
-                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
-                 THEN s.deployment_id ELSE c.last_download_deployment_id END,
-             last_download_at = CASE
-                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
-                 THEN s.at ELSE c.last_download_at END
-         FROM (SELECT found.row, u.at, u.deployment_id
-               FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
-                    AS u (tenant_id, device_id, at, deployment_id)
-               CROSS JOIN LATERAL (
-                   SELECT x.ctid AS row FROM device_contacts x
-                   WHERE x.tenant_id = u.tenant_id AND x.device_id = u.device_id
-                   OFFSET 0) AS found) s
-         WHERE c.ctid = s.row
-         RETURNING c.tenant_id, c.device_id",
+    sqlx::query!(
+        "WITH batch AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+                  AS u (tenant_id, device_id, at, deployment_id)
+         ),
+         updated AS (
+             UPDATE device_contacts c
+             SET last_contacted_at = greatest(c.last_contacted_at, s.at),
+                 last_download_deployment_id = CASE
+                     WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                     THEN s.deployment_id ELSE c.last_download_deployment_id END,
+                 last_download_at = CASE
+                     WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                     THEN s.at ELSE c.last_download_at END
+             FROM (SELECT found.row, b.at, b.deployment_id
+                   FROM batch b
+                   CROSS JOIN LATERAL (
+                       SELECT x.ctid AS row FROM device_contacts x
+                       WHERE x.tenant_id = b.tenant_id AND x.device_id = b.device_id
+                       OFFSET 0) AS found) s
+             WHERE c.ctid = s.row
+             RETURNING c.tenant_id, c.device_id
+         )
+         INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
+                                      last_download_deployment_id, last_download_at)
+         SELECT b.tenant_id, b.device_id, b.at, b.deployment_id,
+                CASE WHEN b.deployment_id IS NOT NULL THEN b.at END
+         FROM batch b
+         CROSS JOIN LATERAL (SELECT 1 FROM devices d
+                             WHERE d.tenant_id = b.tenant_id AND d.id = b.device_id
+                             OFFSET 0) AS registered
+         WHERE NOT EXISTS (SELECT 1 FROM updated w
+                           WHERE w.tenant_id = b.tenant_id AND w.device_id = b.device_id)
+         ORDER BY b.tenant_id, b.device_id
+         ON CONFLICT (tenant_id, device_id) DO UPDATE
+             SET last_contacted_at = greatest(device_contacts.last_contacted_at,
+                                              excluded.last_contacted_at),
+                 last_download_deployment_id = CASE
+                     WHEN excluded.last_download_deployment_id IS NOT NULL
+                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                     THEN excluded.last_download_deployment_id
+                     ELSE device_contacts.last_download_deployment_id END,
+                 last_download_at = CASE
+                     WHEN excluded.last_download_deployment_id IS NOT NULL
+                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                     THEN excluded.last_download_at
+                     ELSE device_contacts.last_download_at END",
         &tenants,
         &devices,
         &at,
         &deployments as &[Option<Uuid>]
     )
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    if updated.len() < downloads.len() {
-        let updated: std::collections::HashSet<(Uuid, Uuid)> = updated
-            .into_iter()
-            .map(|r| (r.tenant_id, r.device_id))
-            .collect();
-        let first: Vec<&Download> = downloads
-            .iter()
-            .filter(|d| !updated.contains(&(d.tenant_id, d.device_id)))
-            .collect();
-        let tenants: Vec<Uuid> = first.iter().map(|d| d.tenant_id).collect();
-        let devices: Vec<Uuid> = first.iter().map(|d| d.device_id).collect();
-        let at: Vec<DateTime<Utc>> = first.iter().map(|d| d.at).collect();
-        let deployments: Vec<Option<Uuid>> = first
-            .iter()
-            .map(|d| d.deployment.as_ref().map(|x| x.id))
-            .collect();
-        // First contacts, and rows another transaction changed under the update above (which
-        // skipped them): the later download wins.
-        sqlx::query!(
-            "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
-                                          last_download_deployment_id, last_download_at)
-             SELECT u.tenant_id, u.device_id, u.at, u.deployment_id,
-                    CASE WHEN u.deployment_id IS NOT NULL THEN u.at END
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
-                  AS u (tenant_id, device_id, at, deployment_id)
-             CROSS JOIN LATERAL (SELECT 1 FROM devices d
-                                 WHERE d.tenant_id = u.tenant_id AND d.id = u.device_id
-                                 OFFSET 0) AS registered
-             ORDER BY u.tenant_id, u.device_id
-             ON CONFLICT (tenant_id, device_id) DO UPDATE
-                 SET last_contacted_at = greatest(device_contacts.last_contacted_at,
-                                                  excluded.last_contacted_at),
-                     last_download_deployment_id = CASE
-                         WHEN excluded.last_download_deployment_id IS NOT NULL
-                          AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
-                         THEN excluded.last_download_deployment_id
-                         ELSE device_contacts.last_download_deployment_id END,
-                     last_download_at = CASE
-                         WHEN excluded.last_download_deployment_id IS NOT NULL
-                          AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
-                         THEN excluded.last_download_at
-                         ELSE device_contacts.last_download_at END",
-            &tenants,
-            &devices,
-            &at,
-            &deployments as &[Option<Uuid>]
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
     let changed: Vec<&Download> = downloads.iter().filter(|d| d.facts_changed).collect();
     if !changed.is_empty() {
         let tenants: Vec<Uuid> = changed.iter().map(|d| d.tenant_id).collect();

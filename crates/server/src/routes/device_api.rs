@@ -179,6 +179,26 @@ fn cached_device(
     matches(&presented.keys, &registration).then_some(entry)
 }
 
+/// The device the presented keys name when [`cached_device`] cannot tell: the owners of the
+/// keys (from the cache or the database), one match, its entry.
+async fn uncached_device(
+    state: &AppState,
+    db: &mut Db<'_>,
+    presented: &Presented,
+    keys: &[String],
+) -> ApiResult<Arc<DeviceEntry>> {
+    let claims = presented.claims();
+    let owners = claim_owners(state, db, &claims, keys).await?;
+    let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice() {
+        [] => return Err(not_registered()),
+        [one] => *one,
+        many => return Err(collision(state, presented, many).await),
+    };
+    device_entry(state, db, tenant_id, device_id)
+        .await?
+        .ok_or_else(not_registered)
+}
+
 /// The owners of the presented keys: from the cache when it holds every key and its device,
 /// else from the database.
 async fn claim_owners(
@@ -354,6 +374,17 @@ async fn check_proof(
     if !entry.requires_proof {
         return Ok(());
     }
+    // Boxed, as every database path of the device call: the call's own future stays small,
+    // which the answers from memory move and copy less of.
+    Box::pin(verify_proof(db, entry, body, keys)).await
+}
+
+async fn verify_proof(
+    db: &mut Db<'_>,
+    entry: &DeviceEntry,
+    body: &DeviceProfileRequest,
+    keys: &[String],
+) -> ApiResult<()> {
     let Some(proof) = &body.proof else {
         return Err(unauthorized(
             "ProofRequired",
@@ -399,6 +430,15 @@ async fn effective_profile(
     if let Some(resolved) = cached {
         return Ok(resolved.profile_id);
     }
+    Box::pin(resolve_effective_profile(state, db, entry, generation)).await
+}
+
+async fn resolve_effective_profile(
+    state: &AppState,
+    db: &mut Db<'_>,
+    entry: &DeviceEntry,
+    generation: u64,
+) -> ApiResult<Option<Uuid>> {
     let conn = db.conn().await?;
     let row = unbox_db::devices::get(conn, entry.tenant_id, entry.id)
         .await?
@@ -418,16 +458,14 @@ async fn effective_profile(
     Ok(profile_id)
 }
 
-async fn profile(
+/// A profile the cache does not hold, loaded and cached.
+async fn load_profile(
     state: &AppState,
     db: &mut Db<'_>,
     tenant_id: Uuid,
     profile_id: Uuid,
 ) -> ApiResult<Arc<CachedProfile>> {
     let cache = &state.device.cache;
-    if let Some(found) = cache.profile(tenant_id, profile_id) {
-        return Ok(found);
-    }
     let generation = cache.generation(tenant_id);
     let row = profiles::load(db.conn().await?, tenant_id, profile_id).await?;
     let loaded = Arc::new(CachedProfile {
@@ -439,11 +477,13 @@ async fn profile(
     Ok(loaded)
 }
 
-async fn tenant(state: &AppState, db: &mut Db<'_>, tenant_id: Uuid) -> ApiResult<Arc<TenantFacts>> {
+/// A tenant's facts the cache does not hold, loaded and cached.
+async fn load_tenant(
+    state: &AppState,
+    db: &mut Db<'_>,
+    tenant_id: Uuid,
+) -> ApiResult<Arc<TenantFacts>> {
     let cache = &state.device.cache;
-    if let Some(found) = cache.tenant_facts(tenant_id) {
-        return Ok(found);
-    }
     let generation = cache.generation(tenant_id);
     let row = unbox_db::tenants::get(db.conn().await?, tenant_id)
         .await?
@@ -483,6 +523,16 @@ async fn device_name_for(
     let Some(template) = &settings.device_name_template else {
         return Ok(None);
     };
+    Box::pin(assign_device_name(db, entry, profile_id, template)).await
+}
+
+/// A fresh expansion of `template`, unique in the tenant, given to the device.
+async fn assign_device_name(
+    db: &mut Db<'_>,
+    entry: &DeviceEntry,
+    profile_id: Uuid,
+    template: &str,
+) -> ApiResult<Option<String>> {
     let candidates = {
         let mut rng = rand::thread_rng();
         device_name::candidates(template, &entry.serial_number, &mut rng)
@@ -585,19 +635,7 @@ pub async fn fetch_profile(
     let mut db = Db::new(&state.pool);
     let entry = match cached_device(&state, &presented, &keys) {
         Some(entry) => entry,
-        None => {
-            let claims = presented.claims();
-            let owners = claim_owners(&state, &mut db, &claims, &keys).await?;
-            let (tenant_id, device_id) = match matching_devices(&presented.keys, &owners).as_slice()
-            {
-                [] => return Err(not_registered()),
-                [one] => *one,
-                many => return Err(collision(&state, &presented, many).await),
-            };
-            device_entry(&state, &mut db, tenant_id, device_id)
-                .await?
-                .ok_or_else(not_registered)?
-        }
+        None => Box::pin(uncached_device(&state, &mut db, &presented, &keys)).await?,
     };
     let (tenant_id, device_id) = (entry.tenant_id, entry.id);
     check_proof(&mut db, &entry, &body, &keys).await?;
@@ -609,9 +647,16 @@ pub async fn fetch_profile(
             .title("No profile assigned")
             .with_code("NoProfileAssigned"));
     };
-    let profile = profile(&state, &mut db, tenant_id, profile_id).await?;
+    let cache = &state.device.cache;
+    let profile = match cache.profile(tenant_id, profile_id) {
+        Some(profile) => profile,
+        None => Box::pin(load_profile(&state, &mut db, tenant_id, profile_id)).await?,
+    };
     let settings = &profile.settings;
-    let tenant = tenant(&state, &mut db, tenant_id).await?;
+    let tenant = match cache.tenant_facts(tenant_id) {
+        Some(tenant) => tenant,
+        None => Box::pin(load_tenant(&state, &mut db, tenant_id)).await?,
+    };
     let name = device_name_for(&mut db, &entry, profile_id, settings).await?;
     // Back to the pool before the answer is rendered.
     drop(db);
