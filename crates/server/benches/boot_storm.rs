@@ -302,6 +302,24 @@ impl Cpu {
     }
 }
 
+/// How many times a process's threads were preempted (switched out while runnable), summed
+/// over its threads (`nonvoluntary_ctxt_switches` in `/proc/PID/task/*/status`). On the two
+/// shared cores this is mostly a woken load-generator thread taking the core.
+fn preemptions(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// A process's CPU time, all its threads (`/proc/PID/stat`, fields 14 and 15).
 fn process_cpu(pid: u32) -> Cpu {
     process_stat(pid).1
@@ -1016,12 +1034,14 @@ async fn bench() {
     let mut results = Vec::new();
     for clients in (0..rounds).flat_map(|_| connections.iter().copied()) {
         let (unboxd_before, machine_before) = (process_cpu(server.0.id()), machine_cpu());
+        let preempted_before = preemptions(server.0.id());
         let (postgres_before, bench_before) =
             (cluster_cpu(&cluster), process_cpu(std::process::id()));
         let unbox_started = Instant::now();
         let unbox = drive(load, address, &bodies, &bodies_file, clients, run_for).await;
         let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
         let unboxd_cpu = process_cpu(server.0.id()).since(unboxd_before);
+        let unboxd_preempted = preemptions(server.0.id()) - preempted_before;
         let unbox_machine = machine_cpu().since(machine_before);
         let unbox_postgres = cluster_cpu(&cluster).since(postgres_before);
         // The lean and hyper clients run in this process (wrk is a process of its own).
@@ -1038,7 +1058,8 @@ async fn bench() {
         let in_window = pg.rate * pg_window;
         let floor_run = match &floor {
             Some((process, floor_address)) => {
-                let before = process_cpu(process.0.id());
+                let (before, preempted) =
+                    (process_cpu(process.0.id()), preemptions(process.0.id()));
                 let started = Instant::now();
                 let figures = drive(
                     load,
@@ -1051,7 +1072,8 @@ async fn bench() {
                 .await;
                 let served = figures.rate * started.elapsed().as_secs_f64();
                 let (user, system) = process_cpu(process.0.id()).since(before).per(served);
-                Some((figures, user + system))
+                let preempted = (preemptions(process.0.id()) - preempted) as f64 / served.max(1.0);
+                Some((figures, user + system, preempted))
             }
             None => None,
         };
@@ -1073,10 +1095,11 @@ async fn bench() {
         };
         let sum = |(user, system): (f64, f64)| user + system;
         println!(
-            "  CPU a request: unboxd {:.1} µs (user {:.1}, system {:.1}), load generator {}, PostgreSQL {:.1} µs; the whole machine {:.1} µs",
+            "  CPU a request: unboxd {:.1} µs (user {:.1}, system {:.1}; preempted {:.2} times a request), load generator {}, PostgreSQL {:.1} µs; the whole machine {:.1} µs",
             sum(costs.unboxd_us),
             costs.unboxd_us.0,
             costs.unboxd_us.1,
+            unboxd_preempted as f64 / unbox_served.max(1.0),
             unbox_client.map_or_else(
                 || "(wrk: not measured)".to_owned(),
                 |c| format!("{:.1} µs", sum(c))
@@ -1093,15 +1116,15 @@ async fn bench() {
             sum(costs.pgbench_machine_us),
             sum(costs.pgbench_machine_us) / sum(costs.unbox_machine_us),
         );
-        if let Some((floor, floor_us)) = floor_run {
+        if let Some((floor, floor_us, floor_preempted)) = floor_run {
             line(&format!("transport floor, {clients} connections"), floor);
             println!(
-                "  ratio floor/pgbench: {:.2}; unbox/floor: {:.2}; CPU a request, floor server: {floor_us:.1} µs\n",
+                "  ratio floor/pgbench: {:.2}; unbox/floor: {:.2}; CPU a request, floor server: {floor_us:.1} µs; preempted {floor_preempted:.2} times a request\n",
                 floor.rate / pg.rate,
                 unbox.rate / floor.rate,
             );
         }
-        results.push((clients, unbox, pg, costs, floor_run.map(|(f, _)| f)));
+        results.push((clients, unbox, pg, costs, floor_run.map(|(f, _, _)| f)));
     }
     // Every device has been served: the cache holds all of them, or is full.
     let kib = |field: &str| proc_status_kib(server.0.id(), field);
