@@ -512,3 +512,100 @@ async fn re_downloads_continue_the_deployment_on_every_instance() {
         1
     );
 }
+
+/// One batch holds downloads of devices that have a contact row (updated in place), that have
+/// none yet (inserted) and that were deleted meanwhile (skipped); the later download wins
+/// whichever order batches come in.
+#[tokio::test]
+async fn a_batch_updates_inserts_and_skips_contact_rows_in_one_statement() {
+    use unbox_db::deployments::{Download, DownloadDeployment, flush_downloads};
+
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap("Contoso", "contoso.com").await;
+    let first: Uuid = app
+        .register(&tenant, &hash("CONTACT-1", true, 1), json!({}))
+        .await
+        .parse()
+        .unwrap();
+    let second: Uuid = app
+        .register(&tenant, &hash("CONTACT-2", true, 1), json!({}))
+        .await
+        .parse()
+        .unwrap();
+    let tenant_id: Uuid = tenant.id.parse().unwrap();
+    // Whole microseconds, as PostgreSQL keeps them.
+    let t0 = chrono::DateTime::from_timestamp_micros(
+        (Utc::now() - chrono::Duration::minutes(10)).timestamp_micros(),
+    )
+    .unwrap();
+    let download = |device_id: Uuid, minutes: i64, deployment: Uuid| Download {
+        tenant_id,
+        device_id,
+        at: t0 + chrono::Duration::minutes(minutes),
+        os_type: "Windows".to_owned(),
+        profile_name: None,
+        facts_changed: false,
+        deployment: Some(DownloadDeployment {
+            id: deployment,
+            new: false,
+            profile_id: Uuid::new_v4(),
+            opened_at: t0,
+            timeout_at: t0 + chrono::Duration::hours(2),
+            timeout_minutes: 120,
+        }),
+    };
+    let flush = async |batch: &[Download]| {
+        let mut tx = app.pool.begin().await.unwrap();
+        flush_downloads(&mut tx, batch).await.unwrap();
+        tx.commit().await.unwrap();
+    };
+    let contact = async |device_id: Uuid| {
+        sqlx::query_as::<_, (chrono::DateTime<Utc>, Option<Uuid>)>(
+            "SELECT last_contacted_at, last_download_deployment_id FROM device_contacts
+             WHERE tenant_id = $1 AND device_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(device_id)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    let (d1, d2, d3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+
+    flush(&[download(first, 1, d1)]).await;
+    assert_eq!(
+        contact(first).await,
+        Some((t0 + chrono::Duration::minutes(1), Some(d1)))
+    );
+    assert_eq!(contact(second).await, None);
+
+    // The first device's row is updated, the second's inserted, the unknown device skipped.
+    let ghost = Uuid::new_v4();
+    flush(&[
+        download(first, 5, d2),
+        download(second, 4, d3),
+        download(ghost, 4, d3),
+    ])
+    .await;
+    assert_eq!(
+        contact(first).await,
+        Some((t0 + chrono::Duration::minutes(5), Some(d2)))
+    );
+    assert_eq!(
+        contact(second).await,
+        Some((t0 + chrono::Duration::minutes(4), Some(d3)))
+    );
+    assert_eq!(contact(ghost).await, None);
+    assert_eq!(app.count("SELECT count(*) FROM device_contacts").await, 2);
+
+    // An older batch written late changes nothing, on either path.
+    flush(&[download(first, 2, d1), download(second, 3, d1)]).await;
+    assert_eq!(
+        contact(first).await,
+        Some((t0 + chrono::Duration::minutes(5), Some(d2)))
+    );
+    assert_eq!(
+        contact(second).await,
+        Some((t0 + chrono::Duration::minutes(4), Some(d3)))
+    );
+}
