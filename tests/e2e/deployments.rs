@@ -571,41 +571,28 @@ async fn a_batch_updates_inserts_and_skips_contact_rows_in_one_statement() {
         .unwrap()
     };
     let (d1, d2, d3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let at = |minutes| t0 + chrono::Duration::minutes(minutes);
 
     flush(&[download(first, 1, d1)]).await;
-    assert_eq!(
-        contact(first).await,
-        Some((t0 + chrono::Duration::minutes(1), Some(d1)))
-    );
+    assert_eq!(contact(first).await, Some((at(1), Some(d1))));
     assert_eq!(contact(second).await, None);
 
-    // The first device's row is updated, the second's inserted, the unknown device skipped.
+    // The first device's row is updated, the second's inserted, the unknown device skipped;
+    // then an older batch written late changes nothing, on either path.
     let ghost = Uuid::new_v4();
-    flush(&[
+    let newer = [
         download(first, 5, d2),
         download(second, 4, d3),
         download(ghost, 4, d3),
-    ])
-    .await;
-    assert_eq!(
-        contact(first).await,
-        Some((t0 + chrono::Duration::minutes(5), Some(d2)))
-    );
-    assert_eq!(
-        contact(second).await,
-        Some((t0 + chrono::Duration::minutes(4), Some(d3)))
-    );
-    assert_eq!(contact(ghost).await, None);
-    assert_eq!(app.count("SELECT count(*) FROM device_contacts").await, 2);
-
-    // An older batch written late changes nothing, on either path.
-    flush(&[download(first, 2, d1), download(second, 3, d1)]).await;
-    assert_eq!(
-        contact(first).await,
-        Some((t0 + chrono::Duration::minutes(5), Some(d2)))
-    );
-    assert_eq!(
-        contact(second).await,
-        Some((t0 + chrono::Duration::minutes(4), Some(d3)))
-    );
+    ];
+    for batch in [
+        &newer[..],
+        &[download(first, 2, d1), download(second, 3, d1)],
+    ] {
+        flush(batch).await;
+        assert_eq!(contact(first).await, Some((at(5), Some(d2))));
+        assert_eq!(contact(second).await, Some((at(4), Some(d3))));
+        assert_eq!(contact(ghost).await, None);
+        assert_eq!(app.count("SELECT count(*) FROM device_contacts").await, 2);
+    }
 }

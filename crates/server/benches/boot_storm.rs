@@ -302,6 +302,35 @@ impl Cpu {
     }
 }
 
+/// What a server process has used: CPU time, and how many times its threads were preempted.
+#[derive(Debug, Clone, Copy)]
+struct ServerUse {
+    cpu: Cpu,
+    preempted: u64,
+}
+
+impl ServerUse {
+    fn of(pid: u32) -> ServerUse {
+        ServerUse {
+            cpu: process_cpu(pid),
+            preempted: preemptions(pid),
+        }
+    }
+
+    /// The use since `before` (a thread that exited meanwhile takes its count with it).
+    fn since(self, before: ServerUse) -> ServerUse {
+        ServerUse {
+            cpu: self.cpu.since(before.cpu),
+            preempted: self.preempted.saturating_sub(before.preempted),
+        }
+    }
+
+    /// Preemptions a request.
+    fn preempted_per(self, count: f64) -> f64 {
+        self.preempted as f64 / count.max(1.0)
+    }
+}
+
 /// How many times a process's threads were preempted (switched out while runnable), summed
 /// over its threads (`nonvoluntary_ctxt_switches` in `/proc/PID/task/*/status`). On the two
 /// shared cores this is mostly a woken load-generator thread taking the core.
@@ -1033,15 +1062,13 @@ async fn bench() {
     let rounds = env_number("BOOT_STORM_ROUNDS", 1).max(1);
     let mut results = Vec::new();
     for clients in (0..rounds).flat_map(|_| connections.iter().copied()) {
-        let (unboxd_before, machine_before) = (process_cpu(server.0.id()), machine_cpu());
-        let preempted_before = preemptions(server.0.id());
+        let (unboxd_before, machine_before) = (ServerUse::of(server.0.id()), machine_cpu());
         let (postgres_before, bench_before) =
             (cluster_cpu(&cluster), process_cpu(std::process::id()));
         let unbox_started = Instant::now();
         let unbox = drive(load, address, &bodies, &bodies_file, clients, run_for).await;
         let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
-        let unboxd_cpu = process_cpu(server.0.id()).since(unboxd_before);
-        let unboxd_preempted = preemptions(server.0.id()) - preempted_before;
+        let unboxd_use = ServerUse::of(server.0.id()).since(unboxd_before);
         let unbox_machine = machine_cpu().since(machine_before);
         let unbox_postgres = cluster_cpu(&cluster).since(postgres_before);
         // The lean and hyper clients run in this process (wrk is a process of its own).
@@ -1058,8 +1085,7 @@ async fn bench() {
         let in_window = pg.rate * pg_window;
         let floor_run = match &floor {
             Some((process, floor_address)) => {
-                let (before, preempted) =
-                    (process_cpu(process.0.id()), preemptions(process.0.id()));
+                let before = ServerUse::of(process.0.id());
                 let started = Instant::now();
                 let figures = drive(
                     load,
@@ -1071,9 +1097,9 @@ async fn bench() {
                 )
                 .await;
                 let served = figures.rate * started.elapsed().as_secs_f64();
-                let (user, system) = process_cpu(process.0.id()).since(before).per(served);
-                let preempted = (preemptions(process.0.id()) - preempted) as f64 / served.max(1.0);
-                Some((figures, user + system, preempted))
+                let used = ServerUse::of(process.0.id()).since(before);
+                let (user, system) = used.cpu.per(served);
+                Some((figures, user + system, used.preempted_per(served)))
             }
             None => None,
         };
@@ -1089,7 +1115,7 @@ async fn bench() {
             pg.p99_ms
         );
         let costs = Costs {
-            unboxd_us: unboxd_cpu.per(unbox_served),
+            unboxd_us: unboxd_use.cpu.per(unbox_served),
             unbox_machine_us: unbox_machine.per(unbox_served),
             pgbench_machine_us: pg_machine.per(pg_done),
         };
@@ -1099,7 +1125,7 @@ async fn bench() {
             sum(costs.unboxd_us),
             costs.unboxd_us.0,
             costs.unboxd_us.1,
-            unboxd_preempted as f64 / unbox_served.max(1.0),
+            unboxd_use.preempted_per(unbox_served),
             unbox_client.map_or_else(
                 || "(wrk: not measured)".to_owned(),
                 |c| format!("{:.1} µs", sum(c))
