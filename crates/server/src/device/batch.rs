@@ -8,6 +8,7 @@
 //! `max_pending` devices new downloads are refused, which the device call answers with 503.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,7 +44,7 @@ pub struct WriteBatch {
 
 /// Keeps the later download, with the earlier one's facts the later lacks: a deployment opened
 /// earlier in the same batch stays new.
-fn merge(earlier: Download, mut later: Download) -> Download {
+fn merge_into(earlier: Download, later: &mut Download) {
     if later.profile_name.is_none() {
         later.profile_name = earlier.profile_name;
     }
@@ -56,7 +57,6 @@ fn merge(earlier: Download, mut later: Download) -> Download {
         (Some(before), None) => later.deployment = Some(before),
         _ => {}
     }
-    later
 }
 
 impl WriteBatch {
@@ -75,16 +75,20 @@ impl WriteBatch {
     pub fn push(&self, download: Download) -> Result<(), Full> {
         let mut pending = self.pending.lock().map_err(|_| Full)?;
         let key = (download.tenant_id, download.device_id);
-        let merged = match pending.downloads.remove(&key) {
-            Some(earlier) => merge(earlier, download),
-            None => {
-                if pending.downloads.len() >= self.max_pending {
+        let len = pending.downloads.len();
+        // One probe of the map a download, whether it merges or is the device's first.
+        match pending.downloads.entry(key) {
+            Entry::Occupied(mut slot) => {
+                let earlier = slot.insert(download);
+                merge_into(earlier, slot.get_mut());
+            }
+            Entry::Vacant(slot) => {
+                if len >= self.max_pending {
                     return Err(Full);
                 }
-                download
+                slot.insert(download);
             }
-        };
-        pending.downloads.insert(key, merged);
+        }
         pending.seq += 1;
         let full = pending.downloads.len() >= self.max_items;
         drop(pending);
@@ -137,7 +141,15 @@ impl WriteBatch {
                 });
                 return true;
             }
-            (std::mem::take(&mut pending.downloads), pending.seq)
+            // The next batch starts at this one's size: no rehashing as it fills again.
+            let fresh = HashMap::with_capacity_and_hasher(
+                pending.downloads.len(),
+                foldhash::fast::RandomState::default(),
+            );
+            (
+                std::mem::replace(&mut pending.downloads, fresh),
+                pending.seq,
+            )
         };
         let mut batch: Vec<Download> = downloads.into_values().collect();
         // One order for every writer, so that concurrent batches lock rows alike.
@@ -150,8 +162,12 @@ impl WriteBatch {
                 metrics::counter!("unbox_device_batch_writes_total", "result" => "ok").increment(1);
                 metrics::counter!("unbox_device_batch_items_total").increment(batch.len() as u64);
                 // Deployments are written now: the cache need not treat them as new any more.
-                for d in &batch {
-                    if let Some(entry) = cache.device(d.tenant_id, d.device_id)
+                // Only downloads that opened one or changed a fact left anything to update (a
+                // plain retry, most of a boot storm, did not).
+                let left_something =
+                    |d: &&Download| d.facts_changed || d.deployment.as_ref().is_some_and(|x| x.new);
+                for d in batch.iter().filter(left_something) {
+                    if let Some(entry) = cache.peek_device(d.tenant_id, d.device_id)
                         && let Ok(mut state) = entry.state.lock()
                     {
                         if let Some(open) = state.open.as_mut()
@@ -179,11 +195,12 @@ impl WriteBatch {
                 if let Ok(mut pending) = self.pending.lock() {
                     for earlier in batch {
                         let key = (earlier.tenant_id, earlier.device_id);
-                        let merged = match pending.downloads.remove(&key) {
-                            Some(later) => merge(earlier, later),
-                            None => earlier,
-                        };
-                        pending.downloads.insert(key, merged);
+                        match pending.downloads.entry(key) {
+                            Entry::Occupied(mut later) => merge_into(earlier, later.get_mut()),
+                            Entry::Vacant(slot) => {
+                                slot.insert(earlier);
+                            }
+                        }
                     }
                 }
                 false
