@@ -13,19 +13,18 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lru::LruCache;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use unbox_domain::api::Branding;
 use unbox_domain::profile::ProfileSettings;
 use uuid::Uuid;
 
+use super::clock_map::ClockMap;
 use super::proof::DeviceKey;
 
 /// The channel of the triggers of migration 20261122000004.
@@ -35,20 +34,20 @@ const SHARDS: usize = 16;
 /// Slots of the per-device invalidation counters.
 const DEVICE_EPOCH_SLOTS: usize = 4096;
 
-/// An LRU map split in shards, each behind its own lock. Keys are ids and keyed digests, so a
+/// A bounded map (least recently used entries go first, approximately) split in shards, each behind its own lock. Keys are ids and keyed digests, so a
 /// fast seeded hash serves (SipHash was a visible part of a cached request).
 struct Sharded<K, V> {
-    shards: Vec<Mutex<LruCache<K, V, foldhash::fast::RandomState>>>,
+    shards: Vec<Mutex<ClockMap<K, V, foldhash::fast::RandomState>>>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     fn new(capacity: usize) -> Self {
-        let per_shard = NonZeroUsize::new((capacity / SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let per_shard = (capacity / SHARDS).max(1);
         Self {
             shards: (0..SHARDS)
                 .map(|_| {
-                    Mutex::new(LruCache::with_hasher(
+                    Mutex::new(ClockMap::with_hasher(
                         per_shard,
                         foldhash::fast::RandomState::default(),
                     ))
@@ -58,7 +57,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<LruCache<K, V, foldhash::fast::RandomState>> {
+    fn shard(&self, key: &K) -> &Mutex<ClockMap<K, V, foldhash::fast::RandomState>> {
         let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
@@ -74,7 +73,7 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
 
     fn put(&self, key: K, value: V) {
         if let Ok(mut shard) = self.shard(&key).lock() {
-            shard.put(key, value);
+            shard.push(key, value);
         }
     }
 
@@ -88,12 +87,12 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         if let Ok(mut shard) = self.shard(key).lock()
             && shard.peek(key).is_some_and(remove)
         {
-            shard.pop(key);
+            shard.remove(key);
         }
     }
 
     fn remove(&self, key: &K) -> Option<V> {
-        self.shard(key).lock().ok()?.pop(key)
+        self.shard(key).lock().ok()?.remove(key)
     }
 
     fn clear(&self) {
@@ -322,6 +321,15 @@ impl DeviceCache {
             return None;
         }
         self.devices.get(&(tenant_id, device_id))
+    }
+
+    /// Like [`DeviceCache::device`], without marking the device used (for the write batch's
+    /// bookkeeping, which is not a use).
+    pub fn peek_device(&self, tenant_id: Uuid, device_id: Uuid) -> Option<Arc<DeviceEntry>> {
+        if !self.is_trusted() {
+            return None;
+        }
+        self.devices.peek(&(tenant_id, device_id))
     }
 
     /// Caches a device loaded at `epoch`, unless an invalidation came meanwhile.

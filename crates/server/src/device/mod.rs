@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod batch;
 pub mod cache;
+mod clock_map;
 pub mod proof;
 pub mod rate_limit;
 pub mod tls;
