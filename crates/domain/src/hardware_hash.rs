@@ -253,6 +253,45 @@ pub struct HardwareHash {
     bytes: Vec<u8>,
 }
 
+/// The values of a hash that make up its [`crate::identity::Identity`].
+pub(crate) struct IdentityParts {
+    pub manufacturer: String,
+    pub model: Option<String>,
+    pub serial: String,
+    pub smbios_uuid: Option<String>,
+    pub macs: Vec<String>,
+    pub disk_ids: Vec<String>,
+    pub tpm_ek_sha256: Option<String>,
+}
+
+impl HardwareHash {
+    /// Its identity's values, copied.
+    pub(crate) fn identity_parts(&self) -> IdentityParts {
+        IdentityParts {
+            manufacturer: self.manufacturer.clone(),
+            model: self.model.clone(),
+            serial: self.serial.clone(),
+            smbios_uuid: self.smbios_uuid.clone(),
+            macs: self.macs.clone(),
+            disk_ids: self.disk_ids.clone(),
+            tpm_ek_sha256: self.tpm_ek_sha256.clone(),
+        }
+    }
+
+    /// Its identity's values, taken out of it (the device call keeps nothing else of a hash).
+    pub(crate) fn into_identity_parts(self) -> IdentityParts {
+        IdentityParts {
+            manufacturer: self.manufacturer,
+            model: self.model,
+            serial: self.serial,
+            smbios_uuid: self.smbios_uuid,
+            macs: self.macs,
+            disk_ids: self.disk_ids,
+            tpm_ek_sha256: self.tpm_ek_sha256,
+        }
+    }
+}
+
 impl HardwareHash {
     /// SMBIOS system manufacturer (record 16), trimmed; never empty.
     pub fn manufacturer(&self) -> &str {

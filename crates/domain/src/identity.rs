@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::hardware_hash::{HardwareHash, trim_value};
+use crate::hardware_hash::{HardwareHash, IdentityParts, trim_value};
 
 /// Separator of the tuple key's parts. It is a control character, and control characters are
 /// replaced in the parts, so it cannot occur inside one.
@@ -396,26 +396,38 @@ impl Identity {
     /// The identity a decoded hash describes, already normalised (values are kept as the hash
     /// holds them, so there is no need, nor any use, to call [`Identity::normalized`] on it).
     pub fn from_hash(hash: &HardwareHash) -> Identity {
-        let mut macs: Vec<String> = hash.macs().to_vec();
+        Self::from_hash_parts(hash.identity_parts())
+    }
+
+    /// [`Identity::from_hash`], taking the hash's values instead of copying them.
+    pub fn from_hash_owned(hash: HardwareHash) -> Identity {
+        Self::from_hash_parts(hash.into_identity_parts())
+    }
+
+    fn from_hash_parts(parts: IdentityParts) -> Identity {
+        let IdentityParts {
+            manufacturer,
+            model,
+            serial,
+            smbios_uuid,
+            mut macs,
+            disk_ids: mut disks,
+            tpm_ek_sha256,
+        } = parts;
         macs.sort();
         macs.dedup();
-        let mut disks: Vec<String> = hash.disk_ids().to_vec();
         disks.sort();
         disks.dedup();
         Identity {
-            manufacturer: hash.manufacturer().to_owned(),
-            model: hash.model().unwrap_or_default().to_owned(),
-            serial_number: hash.serial().to_owned(),
-            smbios_uuid: hash
-                .smbios_uuid()
-                .filter(|u| {
-                    // Nil and all-ones UUIDs are placeholders, as in `normalize_uuid`.
-                    Uuid::parse_str(u).is_ok_and(|u| !u.is_nil() && !u.is_max())
-                })
-                .map(str::to_owned),
+            manufacturer,
+            model: model.unwrap_or_default(),
+            serial_number: serial,
+            // Nil and all-ones UUIDs are placeholders, as in `normalize_uuid`.
+            smbios_uuid: smbios_uuid
+                .filter(|u| Uuid::parse_str(u).is_ok_and(|u| !u.is_nil() && !u.is_max())),
             mac_addresses: macs,
             disk_ids: disks,
-            tpm_ek_sha256: hash.tpm_ek_sha256().map(str::to_owned),
+            tpm_ek_sha256,
         }
     }
 

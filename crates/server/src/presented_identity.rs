@@ -40,17 +40,46 @@ pub fn from_request(
     hardware_hash: Option<&str>,
     identity: Option<&Identity>,
 ) -> Result<Presented, ApiError> {
+    presented(hardware_hash, identity, KeepHash::Yes)
+}
+
+/// [`from_request`] for a device looking itself up: the decoded hash is not kept (its
+/// values move into the identity rather than being copied there).
+pub fn for_lookup(
+    hardware_hash: Option<&str>,
+    identity: Option<&Identity>,
+) -> Result<Presented, ApiError> {
+    presented(hardware_hash, identity, KeepHash::No)
+}
+
+#[derive(PartialEq)]
+enum KeepHash {
+    Yes,
+    No,
+}
+
+fn presented(
+    hardware_hash: Option<&str>,
+    identity: Option<&Identity>,
+    keep: KeepHash,
+) -> Result<Presented, ApiError> {
     match (hardware_hash, identity) {
         (Some(text), None) => {
             let hash = hardware_hash::decode(text).map_err(|e| invalid_hash(&e))?;
-            let identity = Identity::from_hash(&hash);
+            let os_type = hash.os_type().as_str();
+            let os_version = hash.os_version().map(str::to_owned);
+            let (identity, hash) = if keep == KeepHash::Yes {
+                (Identity::from_hash(&hash), Some(hash))
+            } else {
+                (Identity::from_hash_owned(hash), None)
+            };
             let keys = identity.strong_keys();
             Ok(Presented {
-                os_type: hash.os_type().as_str(),
-                os_version: hash.os_version().map(str::to_owned),
+                os_type,
+                os_version,
                 identity,
                 keys,
-                hash: Some(hash),
+                hash,
             })
         }
         (None, Some(identity)) => {

@@ -625,7 +625,7 @@ pub async fn fetch_profile(
 ) -> ApiResult<Response> {
     state.device.limits.check_address(&client)?;
     let presented =
-        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
+        presented_identity::for_lookup(body.hardware_hash.as_deref(), body.identity.as_ref())?;
     let keys = claim_keys(&presented);
     if keys.is_empty() {
         return Err(not_registered());
@@ -834,7 +834,7 @@ pub async fn challenge(
 ) -> ApiResult<Json<DeviceChallenge>> {
     state.device.limits.check_address(&client)?;
     let presented =
-        presented_identity::from_request(body.hardware_hash.as_deref(), body.identity.as_ref())?;
+        presented_identity::for_lookup(body.hardware_hash.as_deref(), body.identity.as_ref())?;
     let keys = claim_keys(&presented);
     state.device.limits.check_identity(&keys)?;
     let nonce = proof::nonce();
