@@ -428,6 +428,43 @@ struct Costs {
     pgbench_machine_us: (f64, f64),
 }
 
+/// Over several rounds, the median of each connection count's ratios: on a shared machine
+/// pgbench alone moves by a fifth between minutes, so one round's ratio says little.
+fn print_medians(results: &[Round]) {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    };
+    let mut counts: Vec<usize> = results.iter().map(|r| r.0).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for clients in counts {
+        let rounds: Vec<_> = results.iter().filter(|r| r.0 == clients).collect();
+        if rounds.len() < 2 {
+            continue;
+        }
+        let ratios: Vec<f64> = rounds.iter().map(|r| r.1.rate / r.2.rate).collect();
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        let cost = |c: &Costs| {
+            (c.pgbench_machine_us.0 + c.pgbench_machine_us.1)
+                / (c.unbox_machine_us.0 + c.unbox_machine_us.1)
+        };
+        println!(
+            "{clients} connections over {} rounds: ratio unbox/pgbench median {:.2} (lowest {low:.2}, highest {high:.2}); machine CPU a pgbench transaction over a request's, median {:.2}\n",
+            rounds.len(),
+            median(ratios.clone()),
+            median(rounds.iter().map(|r| cost(&r.3)).collect()),
+        );
+    }
+}
+
 /// The load generator of the measured runs (BOOT_STORM_LOAD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
@@ -1152,6 +1189,7 @@ async fn bench() {
         }
         results.push((clients, unbox, pg, costs, floor_run.map(|(f, _, _)| f)));
     }
+    print_medians(&results);
     // Every device has been served: the cache holds all of them, or is full.
     let kib = |field: &str| proc_status_kib(server.0.id(), field);
     println!(
