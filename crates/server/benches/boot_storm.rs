@@ -420,6 +420,46 @@ fn machine_cpu() -> Cpu {
     }
 }
 
+/// The machine's idle and stolen time against all of it (`/proc/stat` ticks): a CPU-bound run
+/// leaves none idle; a share left idle is rate a run did not get out of the machine.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    idle: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl Idle {
+    fn now() -> Idle {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        Idle {
+            // idle and iowait
+            idle: at(3) + at(4),
+            steal: at(7),
+            total: ticks.iter().sum(),
+        }
+    }
+
+    /// (idle, stolen) percent of the machine since `before`.
+    fn percent_since(self, before: Idle) -> (f64, f64) {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        (
+            100.0 * self.idle.saturating_sub(before.idle) as f64 / total,
+            100.0 * self.steal.saturating_sub(before.steal) as f64 / total,
+        )
+    }
+}
+
 /// What a run cost the machine: (user, system) µs a request.
 #[derive(Debug, Clone, Copy)]
 struct Costs {
@@ -1100,6 +1140,7 @@ async fn bench() {
     let mut results = Vec::new();
     for clients in (0..rounds).flat_map(|_| connections.iter().copied()) {
         let (unboxd_before, machine_before) = (ServerUse::of(server.0.id()), machine_cpu());
+        let idle_before = Idle::now();
         let (postgres_before, bench_before) =
             (cluster_cpu(&cluster), process_cpu(std::process::id()));
         let unbox_started = Instant::now();
@@ -1107,6 +1148,7 @@ async fn bench() {
         let unbox_served = unbox.rate * unbox_started.elapsed().as_secs_f64();
         let unboxd_use = ServerUse::of(server.0.id()).since(unboxd_before);
         let unbox_machine = machine_cpu().since(machine_before);
+        let unbox_idle = Idle::now().percent_since(idle_before);
         let unbox_postgres = cluster_cpu(&cluster).since(postgres_before);
         // The lean and hyper clients run in this process (wrk is a process of its own).
         let unbox_client = (load != Load::Wrk).then(|| {
@@ -1114,11 +1156,12 @@ async fn bench() {
                 .since(bench_before)
                 .per(unbox_served)
         });
-        let pg_before = machine_cpu();
+        let (pg_before, pg_idle_before) = (machine_cpu(), Idle::now());
         let pg_started = Instant::now();
         let (pg, (pg_server, pg_client, pg_window)) = pgbench(&cluster, clients, seconds);
         let pg_done = pg.rate * pg_started.elapsed().as_secs_f64();
         let pg_machine = machine_cpu().since(pg_before);
+        let pg_idle = Idle::now().percent_since(pg_idle_before);
         let in_window = pg.rate * pg_window;
         let floor_run = match &floor {
             Some((process, floor_address)) => {
@@ -1171,13 +1214,17 @@ async fn bench() {
             sum(costs.unbox_machine_us),
         );
         println!(
-            "  CPU a pgbench transaction: PostgreSQL {:.1} µs (user {:.1}, system {:.1}), pgbench {:.1} µs; the whole machine {:.1} µs ({:.2} of a request's)\n",
+            "  CPU a pgbench transaction: PostgreSQL {:.1} µs (user {:.1}, system {:.1}), pgbench {:.1} µs; the whole machine {:.1} µs ({:.2} of a request's)",
             sum(pg_server.per(in_window)),
             pg_server.per(in_window).0,
             pg_server.per(in_window).1,
             sum(pg_client.per(in_window)),
             sum(costs.pgbench_machine_us),
             sum(costs.pgbench_machine_us) / sum(costs.unbox_machine_us),
+        );
+        println!(
+            "  the machine idle: {:.1}% during the fetch, {:.1}% during pgbench (stolen by the host: {:.1}%, {:.1}%)\n",
+            unbox_idle.0, pg_idle.0, unbox_idle.1, pg_idle.1,
         );
         if let Some((floor, floor_us, floor_preempted)) = floor_run {
             line(&format!("transport floor, {clients} connections"), floor);
