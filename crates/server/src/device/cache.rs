@@ -1,7 +1,8 @@
 //! The device call's per-instance cache: claim keys → device, the device's data with its open
 //! deployment and resolved profile, and per tenant its domain, branding and profiles.
 //!
-//! Bounded (least-recently-used entries go first) and kept right two ways:
+//! Bounded (entries not used lately go first: a CLOCK sweep, see [`super::clock_map`]) and kept
+//! right two ways:
 //! - on this instance, at once: admin writes invalidate what they touched before their response
 //!   leaves ([`super::consistency`]), and the device call updates what it changes itself;
 //! - across instances, through `LISTEN` on `unbox_device_changed` (notified by triggers on every
@@ -34,8 +35,9 @@ const SHARDS: usize = 16;
 /// Slots of the per-device invalidation counters.
 const DEVICE_EPOCH_SLOTS: usize = 4096;
 
-/// A bounded map (least recently used entries go first, approximately) split in shards, each behind its own lock. Keys are ids and keyed digests, so a
-/// fast seeded hash serves (SipHash was a visible part of a cached request).
+/// A bounded map (entries not used lately go first) split in shards, each behind its own lock.
+/// Keys are ids and keyed digests, so a fast seeded hash serves (SipHash was a visible part of
+/// a cached request).
 struct Sharded<K, V> {
     shards: Vec<Mutex<ClockMap<K, V, foldhash::fast::RandomState>>>,
     hasher: foldhash::fast::RandomState,
