@@ -1,7 +1,7 @@
 //! The device call's per-instance cache: claim keys → device, the device's data with its open
 //! deployment and resolved profile, and per tenant its domain, branding and profiles.
 //!
-//! Bounded (entries not used lately go first: a CLOCK sweep, see [`super::clock_map`]) and kept
+//! Bounded (entries not used lately go first: a CLOCK sweep, in `super::clock_map`) and kept
 //! right two ways:
 //! - on this instance, at once: admin writes invalidate what they touched before their response
 //!   leaves ([`super::consistency`]), and the device call updates what it changes itself;
