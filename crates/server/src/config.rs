@@ -193,6 +193,16 @@ pub struct ServeOptions {
         global = true
     )]
     pub device_cache_entries: usize,
+    /// Microseconds a runtime worker that ran out of work keeps the core (yielding it to
+    /// anything runnable) before it sleeps; 0 sleeps at once. See `crate::runtime`.
+    #[arg(
+        long,
+        env = "UNBOX_IDLE_SPIN_US",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(0..=10_000),
+        global = true
+    )]
+    pub idle_spin_us: u64,
 }
 
 /// The database URL with its password replaced, for the start-up banner.

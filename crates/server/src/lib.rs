@@ -19,6 +19,7 @@ pub mod pagination;
 pub mod presented_identity;
 pub mod resolve;
 pub mod routes;
+pub mod runtime;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -14,10 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.global.log_format, &cli.global.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match unbox_server::runtime::build(std::time::Duration::from_micros(
+        cli.serve.idle_spin_us,
+    )) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("unboxd: cannot start the async runtime: {error}");
@@ -47,6 +46,7 @@ fn banner(cli: &Cli) {
         tls_cert = %cli.serve.tls_cert.as_ref().map_or_else(|| "(none: plain HTTP)".to_owned(), |p| p.display().to_string()),
         device_rate_per_identity = cli.serve.device_rate_per_identity,
         device_rate_per_address = cli.serve.device_rate_per_address,
+        idle_spin_us = cli.serve.idle_spin_us,
         trusted_proxies = ?cli.serve.trusted_proxies,
         "unboxd configuration"
     );
