@@ -402,25 +402,28 @@ fn cluster_cpu(cluster: &Cluster) -> Cpu {
     total
 }
 
-/// The whole machine's busy CPU time (`/proc/stat`): user and nice; system, irq and softirq.
-fn machine_cpu() -> Cpu {
+/// The machine's CPU ticks by kind (`/proc/stat`'s first line: user, nice, system, idle, iowait,
+/// irq, softirq, steal), zero where absent.
+fn machine_ticks() -> [u64; 8] {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let mut ticks = [0; 8];
+    let fields = stat.lines().next().unwrap_or_default().split_whitespace();
+    for (tick, field) in ticks.iter_mut().zip(fields.skip(1)) {
+        *tick = field.parse().unwrap_or(0);
+    }
+    ticks
+}
+
+/// The whole machine's busy CPU time: user and nice; system, irq and softirq.
+fn machine_cpu() -> Cpu {
+    let t = machine_ticks();
     Cpu {
-        user: at(0) + at(1),
-        system: at(2) + at(5) + at(6),
+        user: t[0] + t[1],
+        system: t[2] + t[5] + t[6],
     }
 }
 
-/// The machine's idle and stolen time against all of it (`/proc/stat` ticks): a CPU-bound run
+/// The machine's idle and stolen time against all of it: a CPU-bound run
 /// leaves none idle; a share left idle is rate a run did not get out of the machine.
 #[derive(Debug, Clone, Copy)]
 struct Idle {
@@ -431,22 +434,12 @@ struct Idle {
 
 impl Idle {
     fn now() -> Idle {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        let t = machine_ticks();
         Idle {
             // idle and iowait
-            idle: at(3) + at(4),
-            steal: at(7),
-            total: ticks.iter().sum(),
+            idle: t[3] + t[4],
+            steal: t[7],
+            total: t.iter().sum(),
         }
     }
 
@@ -489,9 +482,8 @@ fn print_medians(results: &[Round]) {
             continue;
         }
         let ratios: Vec<f64> = rounds.iter().map(|r| r.1.rate / r.2.rate).collect();
-        let (low, high) = ratios
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        let low = ratios.iter().copied().fold(f64::MAX, f64::min);
+        let high = ratios.iter().copied().fold(f64::MIN, f64::max);
         let cost = |c: &Costs| {
             (c.pgbench_machine_us.0 + c.pgbench_machine_us.1)
                 / (c.unbox_machine_us.0 + c.unbox_machine_us.1)
@@ -499,7 +491,7 @@ fn print_medians(results: &[Round]) {
         println!(
             "{clients} connections over {} rounds: ratio unbox/pgbench median {:.2} (lowest {low:.2}, highest {high:.2}); machine CPU a pgbench transaction over a request's, median {:.2}\n",
             rounds.len(),
-            median(ratios.clone()),
+            median(ratios),
             median(rounds.iter().map(|r| cost(&r.3)).collect()),
         );
     }
