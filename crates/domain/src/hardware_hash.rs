@@ -728,25 +728,12 @@ fn parse_version(p: &[u8]) -> (OsType, Option<String>) {
 /// device request decodes a hash, and `format!` was a sixth of reading one.
 fn dotted_version(parts: [u16; 4]) -> String {
     let mut text = String::with_capacity(4 * 6);
+    let mut digits = itoa::Buffer::new();
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             text.push('.');
         }
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        let mut rest = part;
-        loop {
-            at -= 1;
-            // A remainder of ten is below 10: the cast cannot truncate.
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for &d in &digits[at..] {
-            text.push(char::from(d));
-        }
+        text.push_str(digits.format(part));
     }
     text
 }
