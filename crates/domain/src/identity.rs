@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::hardware_hash::{HardwareHash, IdentityParts, trim_value};
+use crate::hardware_hash::{HardwareHash, IdentityParts, LookupValues, trim_value};
 
 /// Separator of the tuple key's parts. It is a control character, and control characters are
 /// replaced in the parts, so it cannot occur inside one.
@@ -399,9 +399,18 @@ impl Identity {
         Self::from_hash_parts(hash.identity_parts())
     }
 
-    /// [`Identity::from_hash`], taking the hash's values instead of copying them.
-    pub fn from_hash_owned(hash: HardwareHash) -> Identity {
-        Self::from_hash_parts(hash.into_identity_parts())
+    /// The part of [`Identity::from_hash`] a lookup needs, from [`decode_for_lookup`]'s values:
+    /// manufacturer, model, serial and TPM digest (so the same strong keys), nothing else.
+    ///
+    /// [`decode_for_lookup`]: crate::hardware_hash::decode_for_lookup
+    pub fn from_lookup_values(values: LookupValues) -> Identity {
+        Identity {
+            manufacturer: values.manufacturer,
+            model: values.model.unwrap_or_default(),
+            serial_number: values.serial,
+            tpm_ek_sha256: values.tpm_ek_sha256,
+            ..Identity::default()
+        }
     }
 
     fn from_hash_parts(parts: IdentityParts) -> Identity {

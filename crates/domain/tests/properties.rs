@@ -6,7 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use unbox_domain::hardware_hash::{
-    HashSpec, OsType, build, build_bytes, decode, decode_bytes, encode_record, seal,
+    HardwareHash, HashError, HashSpec, LookupValues, OsType, build, build_bytes, decode,
+    decode_bytes, decode_for_lookup, encode_record, seal,
 };
 use unbox_domain::identity::{Identity, normalize_disk_id};
 use unbox_domain::registration_csv::{CsvError, RegistrationCsvReader, validate_row};
@@ -67,6 +68,37 @@ fn spec() -> impl Strategy<Value = HashSpec> {
         )
 }
 
+/// `spec`'s hash with `edits` (position, byte) made inside its checksummed part, resealed.
+fn resealed(spec: &HashSpec, edits: &[(u16, u8)]) -> Vec<u8> {
+    let mut bytes = build_bytes(spec).unwrap();
+    let used = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    for &(at, b) in edits {
+        let at = 4 + usize::from(at) % (used - 4);
+        bytes[at] = b;
+    }
+    let d = Sha256::digest(&bytes[..used]);
+    bytes[used + 4..used + 36].copy_from_slice(&d);
+    bytes
+}
+
+/// The records (kind, payload), encoded one after another.
+fn encoded(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (kind, payload) in records {
+        body.extend(encode_record(*kind, payload).unwrap());
+    }
+    body
+}
+
+/// The lookup decode accepts and refuses exactly what the full decode does, with the same
+/// error, and finds the values the full decode holds.
+fn lookup_agrees(text: &str) -> Result<(), TestCaseError> {
+    let full: Result<LookupValues, HashError> =
+        decode(text).map(|h: HardwareHash| h.lookup_values());
+    prop_assert_eq!(decode_for_lookup(text), full);
+    Ok(())
+}
+
 fn dedup_in_order(items: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for i in items {
@@ -91,6 +123,32 @@ proptest! {
     }
 
     #[test]
+    fn lookup_decode_agrees_on_text(text in any::<String>()) {
+        lookup_agrees(&text)?;
+    }
+
+    #[test]
+    fn lookup_decode_agrees_on_well_formed_hashes(spec in spec()) {
+        lookup_agrees(&build(&spec).unwrap())?;
+    }
+
+    /// Mutations inside the checksummed part, resealed, reach every record's validation.
+    #[test]
+    fn lookup_decode_agrees_on_resealed_mutations(
+        spec in spec(),
+        edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..12),
+    ) {
+        lookup_agrees(&STANDARD.encode(resealed(&spec, &edits)))?;
+    }
+
+    #[test]
+    fn lookup_decode_agrees_on_random_records(records in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..60)), 0..20)) {
+        if let Ok(bytes) = seal(&encoded(&records)) {
+            lookup_agrees(&STANDARD.encode(&bytes))?;
+        }
+    }
+
+    #[test]
     fn decode_never_panics_on_bytes(mut bytes in proptest::collection::vec(any::<u8>(), 3000), used in 0u16..3100) {
         bytes[0] = b'O';
         bytes[1] = b'A';
@@ -105,14 +163,7 @@ proptest! {
         spec in spec(),
         edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..12),
     ) {
-        let mut bytes = build_bytes(&spec).unwrap();
-        let used = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
-        for (at, b) in edits {
-            let at = 4 + usize::from(at) % (used - 4);
-            bytes[at] = b;
-        }
-        let d = Sha256::digest(&bytes[..used]);
-        bytes[used + 4..used + 36].copy_from_slice(&d);
+        let bytes = resealed(&spec, &edits);
         if let Ok(h) = decode_bytes(&bytes) {
             // Whatever decodes is self-consistent.
             let again = decode(&h.normalized_base64()).unwrap();
@@ -123,11 +174,7 @@ proptest! {
 
     #[test]
     fn random_records_never_panic(records in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..60)), 0..20)) {
-        let mut body = Vec::new();
-        for (kind, payload) in &records {
-            body.extend(encode_record(*kind, payload).unwrap());
-        }
-        if let Ok(bytes) = seal(&body) {
+        if let Ok(bytes) = seal(&encoded(&records)) {
             let _ = decode_bytes(&bytes);
         }
     }

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 
 #[derive(Debug)]
 pub struct Presented {
+    /// For a lookup ([`for_lookup`]) of a hash, only the values its strong keys are made of.
     pub identity: Identity,
     /// What the identity is looked up and matched by: its strong keys (the medium and weak
     /// ones decide nothing, so they are not worked out here).
@@ -40,46 +41,54 @@ pub fn from_request(
     hardware_hash: Option<&str>,
     identity: Option<&Identity>,
 ) -> Result<Presented, ApiError> {
-    presented(hardware_hash, identity, KeepHash::Yes)
+    presented(hardware_hash, identity, Purpose::Registration)
 }
 
-/// [`from_request`] for a device looking itself up: the decoded hash is not kept (its
-/// values move into the identity rather than being copied there).
+/// [`from_request`] for a device looking itself up, with the same validation and errors.
+/// Only what a lookup needs is kept: no decoded hash and no OS version, and a hash's identity
+/// holds just the values of its strong keys (manufacturer, model, serial, TPM digest).
 pub fn for_lookup(
     hardware_hash: Option<&str>,
     identity: Option<&Identity>,
 ) -> Result<Presented, ApiError> {
-    presented(hardware_hash, identity, KeepHash::No)
+    presented(hardware_hash, identity, Purpose::Lookup)
 }
 
 #[derive(PartialEq)]
-enum KeepHash {
-    Yes,
-    No,
+enum Purpose {
+    Registration,
+    Lookup,
 }
 
 fn presented(
     hardware_hash: Option<&str>,
     identity: Option<&Identity>,
-    keep: KeepHash,
+    purpose: Purpose,
 ) -> Result<Presented, ApiError> {
     match (hardware_hash, identity) {
-        (Some(text), None) => {
-            let hash = hardware_hash::decode(text).map_err(|e| invalid_hash(&e))?;
-            let os_type = hash.os_type().as_str();
-            let os_version = hash.os_version().map(str::to_owned);
-            let (identity, hash) = if keep == KeepHash::Yes {
-                (Identity::from_hash(&hash), Some(hash))
-            } else {
-                (Identity::from_hash_owned(hash), None)
-            };
+        (Some(text), None) if purpose == Purpose::Lookup => {
+            let values = hardware_hash::decode_for_lookup(text).map_err(|e| invalid_hash(&e))?;
+            let os_type = values.os_type.as_str();
+            let identity = Identity::from_lookup_values(values);
             let keys = identity.strong_keys();
             Ok(Presented {
                 os_type,
-                os_version,
+                os_version: None,
                 identity,
                 keys,
-                hash,
+                hash: None,
+            })
+        }
+        (Some(text), None) => {
+            let hash = hardware_hash::decode(text).map_err(|e| invalid_hash(&e))?;
+            let identity = Identity::from_hash(&hash);
+            let keys = identity.strong_keys();
+            Ok(Presented {
+                os_type: hash.os_type().as_str(),
+                os_version: hash.os_version().map(str::to_owned),
+                identity,
+                keys,
+                hash: Some(hash),
             })
         }
         (None, Some(identity)) => {
