@@ -1,6 +1,7 @@
-//! Decoding a hardware hash: the full decode (registration, imports) against the device call's
-//! lookup decode, for a hash like the boot storm's (one adapter) and a fuller one (three
-//! adapters, two disks, UUID, SKU, family, product key id).
+//! Decoding a hardware hash and working out its strong keys: the full decode with its values
+//! copied into the identity (as registration and imports do) against the device call's lookup
+//! decode, for a hash like the boot storm's (one adapter) and a fuller one (three adapters,
+//! two disks, UUID, SKU, family, product key id).
 //!
 //! `cargo bench -p unbox-domain --bench hash_decode`; criterion reports the time per hash
 //! and, through `Throughput::Elements(1)`, hashes per second ("elem/s").
