@@ -515,9 +515,10 @@ async fn re_downloads_continue_the_deployment_on_every_instance() {
 
 /// One batch holds downloads of devices that have a contact row (updated in place), that have
 /// none yet (inserted) and that were deleted meanwhile (skipped); the later download wins
-/// whichever order batches come in.
+/// whichever order batches come in, and whether the update alone wrote the batch or the
+/// upsert that follows it when some rows were missing.
 #[tokio::test]
-async fn a_batch_updates_inserts_and_skips_contact_rows_in_one_statement() {
+async fn a_batch_updates_inserts_and_skips_contact_rows() {
     use unbox_db::deployments::{Download, DownloadDeployment, flush_downloads};
 
     let app = TestApp::spawn().await;
@@ -595,4 +596,13 @@ async fn a_batch_updates_inserts_and_skips_contact_rows_in_one_statement() {
         assert_eq!(contact(ghost).await, None);
         assert_eq!(app.count("SELECT count(*) FROM device_contacts").await, 2);
     }
+
+    // A batch of devices that all have a row is written by the update alone: newer downloads
+    // move both rows, one without a deployment keeps the deployment of the download before.
+    let mut without_deployment = download(second, 7, d1);
+    without_deployment.deployment = None;
+    flush(&[download(first, 6, d3), without_deployment]).await;
+    assert_eq!(contact(first).await, Some((at(6), Some(d3))));
+    assert_eq!(contact(second).await, Some((at(7), Some(d3))));
+    assert_eq!(app.count("SELECT count(*) FROM device_contacts").await, 2);
 }

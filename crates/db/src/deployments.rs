@@ -123,10 +123,11 @@ pub async fn flush_downloads(
         .await?;
     }
     // Every download, continued deployments included, is one write of the device's contact
-    // row, in one statement: existing rows are updated in place; first contacts, and rows
-    // another transaction changed under the update (which skips them, their `ctid` having
-    // moved), are inserted or upserted, skipping devices deleted meanwhile. The later download
-    // wins. Nothing comes back: the rows updated stay in the statement.
+    // row. In a boot storm every device already has one: a plain update of the rows found by
+    // key, nothing returned, is the whole write. When it updated fewer rows than the batch
+    // holds (first contacts, rows another transaction changed under the update, which skips
+    // them, their `ctid` having moved, or devices deleted meanwhile), an upsert goes over the
+    // whole batch.
     let tenants: Vec<Uuid> = downloads.iter().map(|d| d.tenant_id).collect();
     let devices: Vec<Uuid> = downloads.iter().map(|d| d.device_id).collect();
     let at: Vec<DateTime<Utc>> = downloads.iter().map(|d| d.at).collect();
@@ -134,60 +135,34 @@ pub async fn flush_downloads(
         .iter()
         .map(|d| d.deployment.as_ref().map(|x| x.id))
         .collect();
-    sqlx::query!(
-        "WITH batch AS (
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
-                  AS u (tenant_id, device_id, at, deployment_id)
-         ),
-         updated AS (
-             UPDATE device_contacts c
-             SET last_contacted_at = greatest(c.last_contacted_at, s.at),
-                 last_download_deployment_id = CASE
-                     WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
-                     THEN s.deployment_id ELSE c.last_download_deployment_id END,
-                 last_download_at = CASE
-                     WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
-                     THEN s.at ELSE c.last_download_at END
-             FROM (SELECT found.row, b.at, b.deployment_id
-                   FROM batch b
-                   CROSS JOIN LATERAL (
-                       SELECT x.ctid AS row FROM device_contacts x
-                       WHERE x.tenant_id = b.tenant_id AND x.device_id = b.device_id
-                       OFFSET 0) AS found) s
-             WHERE c.ctid = s.row
-             RETURNING c.tenant_id, c.device_id
-         )
-         INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
-                                      last_download_deployment_id, last_download_at)
-         SELECT b.tenant_id, b.device_id, b.at, b.deployment_id,
-                CASE WHEN b.deployment_id IS NOT NULL THEN b.at END
-         FROM batch b
-         CROSS JOIN LATERAL (SELECT 1 FROM devices d
-                             WHERE d.tenant_id = b.tenant_id AND d.id = b.device_id
-                             OFFSET 0) AS registered
-         WHERE NOT EXISTS (SELECT 1 FROM updated w
-                           WHERE w.tenant_id = b.tenant_id AND w.device_id = b.device_id)
-         ORDER BY b.tenant_id, b.device_id
-         ON CONFLICT (tenant_id, device_id) DO UPDATE
-             SET last_contacted_at = greatest(device_contacts.last_contacted_at,
-                                              excluded.last_contacted_at),
-                 last_download_deployment_id = CASE
-                     WHEN excluded.last_download_deployment_id IS NOT NULL
-                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
-                     THEN excluded.last_download_deployment_id
-                     ELSE device_contacts.last_download_deployment_id END,
-                 last_download_at = CASE
-                     WHEN excluded.last_download_deployment_id IS NOT NULL
-                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
-                     THEN excluded.last_download_at
-                     ELSE device_contacts.last_download_at END",
+    let updated = sqlx::query!(
+        "UPDATE device_contacts c
+         SET last_contacted_at = greatest(c.last_contacted_at, s.at),
+             last_download_deployment_id = CASE
+                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN s.deployment_id ELSE c.last_download_deployment_id END,
+             last_download_at = CASE
+                 WHEN s.deployment_id IS NOT NULL AND s.at >= coalesce(c.last_download_at, '-infinity')
+                 THEN s.at ELSE c.last_download_at END
+         FROM (SELECT found.row, b.at, b.deployment_id
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+                    AS b (tenant_id, device_id, at, deployment_id)
+               CROSS JOIN LATERAL (
+                   SELECT x.ctid AS row FROM device_contacts x
+                   WHERE x.tenant_id = b.tenant_id AND x.device_id = b.device_id
+                   OFFSET 0) AS found) s
+         WHERE c.ctid = s.row",
         &tenants,
         &devices,
         &at,
         &deployments as &[Option<Uuid>]
     )
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if usize::try_from(updated).is_ok_and(|n| n < downloads.len()) {
+        upsert_contacts(conn, &tenants, &devices, &at, &deployments).await?;
+    }
     let changed: Vec<&Download> = downloads.iter().filter(|d| d.facts_changed).collect();
     if !changed.is_empty() {
         let tenants: Vec<Uuid> = changed.iter().map(|d| d.tenant_id).collect();
@@ -209,6 +184,50 @@ pub async fn flush_downloads(
         .execute(conn)
         .await?;
     }
+    Ok(())
+}
+
+/// The contact rows of a whole batch, whichever exist: first contacts inserted, existing rows
+/// upserted (the later download wins; a row the update before wrote is written to the same
+/// values), devices deleted meanwhile skipped.
+async fn upsert_contacts(
+    conn: &mut PgConnection,
+    tenants: &[Uuid],
+    devices: &[Uuid],
+    at: &[DateTime<Utc>],
+    deployments: &[Option<Uuid>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO device_contacts (tenant_id, device_id, last_contacted_at,
+                                      last_download_deployment_id, last_download_at)
+         SELECT b.tenant_id, b.device_id, b.at, b.deployment_id,
+                CASE WHEN b.deployment_id IS NOT NULL THEN b.at END
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[])
+              AS b (tenant_id, device_id, at, deployment_id)
+         CROSS JOIN LATERAL (SELECT 1 FROM devices d
+                             WHERE d.tenant_id = b.tenant_id AND d.id = b.device_id
+                             OFFSET 0) AS registered
+         ORDER BY b.tenant_id, b.device_id
+         ON CONFLICT (tenant_id, device_id) DO UPDATE
+             SET last_contacted_at = greatest(device_contacts.last_contacted_at,
+                                              excluded.last_contacted_at),
+                 last_download_deployment_id = CASE
+                     WHEN excluded.last_download_deployment_id IS NOT NULL
+                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                     THEN excluded.last_download_deployment_id
+                     ELSE device_contacts.last_download_deployment_id END,
+                 last_download_at = CASE
+                     WHEN excluded.last_download_deployment_id IS NOT NULL
+                      AND excluded.last_download_at >= coalesce(device_contacts.last_download_at, '-infinity')
+                     THEN excluded.last_download_at
+                     ELSE device_contacts.last_download_at END",
+        tenants,
+        devices,
+        at,
+        deployments as &[Option<Uuid>]
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
