@@ -870,7 +870,7 @@ fn line(name: &str, f: Figures) {
 
 // As unboxd's: the transport floor's server is this binary too.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     transport_floor::serve_if_asked();

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 // The server runs in this process: give it unboxd's allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

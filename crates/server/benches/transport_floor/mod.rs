@@ -1,7 +1,7 @@
 //! The transport floor: what the boot storm's requests cost with nothing behind them. The bench
 //! starts a second process of its own (this module, `BOOT_STORM_FLOOR_ANSWER` set) that serves
 //! `POST /device/v1/profile` with axum on tokio as unboxd does (a multi-thread runtime, a worker
-//! a core, mimalloc), reads each request's 4 KB body whole and answers with a copy of an answer
+//! a core, jemalloc), reads each request's 4 KB body whole and answers with a copy of an answer
 //! unboxd gave (same headers, same bytes), looking nothing up and writing nothing anywhere. Its
 //! rate against pgbench's, in the same round with the same load generator, is the ceiling any
 //! server of this protocol on this stack reaches on this machine; unboxd's rate over the floor's
