@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use unbox_domain::hardware_hash::{
-    HardwareHash, HashError, HashSpec, LookupValues, OsType, build, build_bytes, decode,
-    decode_bytes, decode_for_lookup, encode_record, seal,
+    HardwareHash, HashError, HashSpec, OsType, build, build_bytes, decode, decode_bytes,
+    decode_for_lookup, encode_record, seal,
 };
 use unbox_domain::identity::{Identity, normalize_disk_id};
 use unbox_domain::registration_csv::{CsvError, RegistrationCsvReader, validate_row};
@@ -92,10 +92,24 @@ fn encoded(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
 
 /// The lookup decode accepts and refuses exactly what the full decode does, with the same
 /// error, and finds the values the full decode holds.
+/// The device call's lookup decode gives what the full decode gives (values or error), and
+/// the identity built from it has the strong keys the registered hash's identity has.
 fn lookup_agrees(text: &str) -> Result<(), TestCaseError> {
-    let full: Result<LookupValues, HashError> =
-        decode(text).map(|h: HardwareHash| h.lookup_values());
-    prop_assert_eq!(decode_for_lookup(text), full);
+    let full = decode(text);
+    let lookup = decode_for_lookup(text);
+    prop_assert_eq!(
+        &lookup,
+        &full
+            .as_ref()
+            .map(HardwareHash::lookup_values)
+            .map_err(HashError::clone)
+    );
+    if let (Ok(values), Ok(hash)) = (lookup, full) {
+        prop_assert_eq!(
+            Identity::from_lookup_values(values).strong_keys(),
+            Identity::from_hash(&hash).strong_keys()
+        );
+    }
     Ok(())
 }
 
